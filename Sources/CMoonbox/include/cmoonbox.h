@@ -1,0 +1,114 @@
+// The C side of moonbox: what Swift cannot reach by itself.
+// 1. Lua API macros as inline functions.
+// 2. The trampoline: Swift functions return a status, and only C raises Lua errors,
+//    so a longjmp never crosses a Swift frame.
+// 3. Syscalls that are variadic, macros, or need _GNU_SOURCE.
+#ifndef CMOONBOX_H
+#define CMOONBOX_H
+
+#include <lua5.4/lua.h>
+#include <lua5.4/lauxlib.h>
+#include <lua5.4/lualib.h>
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/resource.h>
+#include <sys/xattr.h>
+#include <sys/sysmacros.h>
+#include <sys/mount.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <linux/prctl.h>
+#include <unistd.h>
+
+// ---- Lua macros ----
+static inline void mb_lua_pop(lua_State *L, int n) { lua_settop(L, -(n)-1); }
+static inline void mb_lua_newtable(lua_State *L) { lua_createtable(L, 0, 0); }
+static inline const char *mb_lua_tostring(lua_State *L, int i) { return lua_tolstring(L, i, NULL); }
+static inline int mb_lua_upvalueindex(int i) { return LUA_REGISTRYINDEX - i; }
+static inline int mb_lua_registryindex(void) { return LUA_REGISTRYINDEX; }
+static inline void mb_lua_insert(lua_State *L, int i) { lua_rotate(L, i, 1); }
+static inline void mb_lua_remove(lua_State *L, int i) { lua_rotate(L, i, -1); lua_settop(L, -2); }
+static inline int mb_lua_pcall(lua_State *L, int nargs, int nresults, int msgh) {
+    return lua_pcallk(L, nargs, nresults, msgh, 0, NULL);
+}
+static inline int mb_luaL_loadbuffer(lua_State *L, const char *s, size_t sz, const char *name) {
+    return luaL_loadbufferx(L, s, sz, name, NULL);
+}
+static inline void mb_lua_pushglobaltable(lua_State *L) { lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS); }
+static inline void *mb_lua_newuserdata(lua_State *L, size_t size) { return lua_newuserdatauv(L, size, 1); }
+static inline int mb_luaL_getmetatable(lua_State *L, const char *name) { return lua_getfield(L, LUA_REGISTRYINDEX, name); }
+
+// ---- The trampoline ----
+// A Swift function returns n >= 0 results, or -1 with the error value on top of the stack.
+typedef int (*mb_dispatch_fn)(lua_State *L, int index);
+void mb_set_dispatcher(mb_dispatch_fn fn);
+// Pushes a Lua function that calls Swift function number `index` through the trampoline.
+void mb_push_swift_function(lua_State *L, int index, const char *name);
+// The message handler used by the protected main: adds a traceback to string errors.
+int mb_msghandler(lua_State *L);
+// Opens the standard Lua libraries (luaL_openlibs).
+void mb_openlibs(lua_State *L);
+
+// ---- wait(2) status macros ----
+static inline int mb_wifexited(int s) { return WIFEXITED(s); }
+static inline int mb_wexitstatus(int s) { return WEXITSTATUS(s); }
+static inline int mb_wifsignaled(int s) { return WIFSIGNALED(s); }
+static inline int mb_wtermsig(int s) { return WTERMSIG(s); }
+static inline int mb_wcoredump(int s) { return WCOREDUMP(s); }
+static inline int mb_wifstopped(int s) { return WIFSTOPPED(s); }
+static inline int mb_wstopsig(int s) { return WSTOPSIG(s); }
+
+// ---- device numbers ----
+static inline dev_t mb_makedev(unsigned maj, unsigned min) { return makedev(maj, min); }
+static inline unsigned mb_major(dev_t d) { return major(d); }
+static inline unsigned mb_minor(dev_t d) { return minor(d); }
+
+// ---- syscalls Swift cannot call directly ----
+int mb_unshare(int flags);
+int mb_setns(int fd, int nstype);
+// fork(2) through glibc, so atfork handlers run.
+pid_t mb_fork(void);
+// clone(2) without a new stack: returns like fork, entering the namespaces in `flags`.
+pid_t mb_clone(unsigned long flags);
+int mb_pivot_root(const char *new_root, const char *put_old);
+int mb_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5);
+int mb_pipe2(int fds[2], int flags);
+int mb_pidfd_open(pid_t pid);
+int mb_pidfd_send_signal(int pidfd, int sig);
+int mb_close_range(unsigned first, unsigned last, int flags);
+int mb_ioctl_int(int fd, unsigned long request, int arg);
+int mb_ioctl_ptr(int fd, unsigned long request, void *arg);
+int mb_open(const char *path, int flags, mode_t mode);
+int mb_openat(int dirfd, const char *path, int flags, mode_t mode);
+// Mount id of a path through statx(STATX_MNT_ID); -1 with errno on failure.
+long long mb_mount_id_at(int dirfd, const char *path, int flags);
+int mb_sethostname(const char *name, size_t len);
+int mb_capget_all(int pid, unsigned int out[6]);
+int mb_capset_all(const unsigned int in[6]);
+// The new mount API, for overlays with more layers than one page of options holds.
+int mb_fsopen(const char *fstype);
+int mb_fsconfig_string(int fsfd, const char *key, const char *value);
+int mb_fsconfig_create(int fsfd);
+int mb_fsmount(int fsfd, int readonly);
+int mb_move_mount_to(int mfd, const char *target);
+
+// ---- signals ----
+// Installs a handler that records `sig` (without SA_RESTART, so blocking calls
+// return EINTR), or restores SIG_DFL / SIG_IGN. Returns 0 or -1 with errno.
+int mb_signal_catch(int sig);
+int mb_signal_reset(int sig, int ignore);
+// The caught signals as a bit mask (bit n = signal n); `clear` empties it.
+unsigned long long mb_signals_caught(int clear);
+
+// Constants Swift imports badly or not at all.
+static inline int mb_TIOCSCTTY(void) { return TIOCSCTTY; }
+static inline int mb_TIOCSWINSZ(void) { return TIOCSWINSZ; }
+static inline int mb_TIOCGWINSZ(void) { return TIOCGWINSZ; }
+static inline int mb_TIOCSTI(void) { return TIOCSTI; }
+static inline int mb_AT_EMPTY_PATH(void) { return 0x1000; }  // AT_EMPTY_PATH, a _GNU_SOURCE name
+
+#endif

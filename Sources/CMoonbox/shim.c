@@ -1,0 +1,159 @@
+#include "cmoonbox.h"
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static mb_dispatch_fn dispatcher;
+
+void mb_set_dispatcher(mb_dispatch_fn fn) { dispatcher = fn; }
+
+// Every Swift function reaches Lua through here. Swift returns a status and this C
+// frame raises the error, so the longjmp of lua_error never crosses a Swift frame.
+static int trampoline(lua_State *L) {
+    int n = dispatcher(L, (int)lua_tointeger(L, lua_upvalueindex(1)));
+    if (n >= 0) return n;
+    if (lua_type(L, -1) == LUA_TSTRING) {  // add "file:line:" of the calling Lua code
+        luaL_where(L, 1);
+        lua_insert(L, -2);
+        lua_concat(L, 2);
+    }
+    return lua_error(L);
+}
+
+void mb_push_swift_function(lua_State *L, int index, const char *name) {
+    (void)name;
+    lua_pushinteger(L, index);
+    lua_pushcclosure(L, trampoline, 1);
+}
+
+int mb_msghandler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+void mb_openlibs(lua_State *L) { luaL_openlibs(L); }
+
+int mb_unshare(int flags) { return unshare(flags); }
+int mb_setns(int fd, int nstype) { return setns(fd, nstype); }
+pid_t mb_fork(void) { fflush(NULL); return fork(); }
+
+pid_t mb_clone(unsigned long flags) {
+    fflush(NULL);
+    // x86_64 and arm64 agree on (flags, stack, parent_tid, child_tid, tls) with stack 0.
+    return (pid_t)syscall(SYS_clone, flags | SIGCHLD, 0, NULL, NULL, 0);
+}
+
+int mb_pivot_root(const char *new_root, const char *put_old) {
+    return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+
+int mb_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5) {
+    return prctl(option, a2, a3, a4, a5);
+}
+
+int mb_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+int mb_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+int mb_pidfd_send_signal(int pidfd, int sig) { return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0); }
+int mb_close_range(unsigned first, unsigned last, int flags) {
+    return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+int mb_ioctl_int(int fd, unsigned long request, int arg) { return ioctl(fd, request, arg); }
+int mb_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+int mb_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
+int mb_openat(int dirfd, const char *path, int flags, mode_t mode) { return openat(dirfd, path, flags, mode); }
+
+long long mb_mount_id_at(int dirfd, const char *path, int flags) {
+    struct statx sx;
+    if (statx(dirfd, path, flags, STATX_MNT_ID, &sx) != 0) return -1;
+    if (!(sx.stx_mask & STATX_MNT_ID)) { errno = ENOSYS; return -1; }
+    return (long long)sx.stx_mnt_id;
+}
+
+int mb_sethostname(const char *name, size_t len) { return sethostname(name, len); }
+
+int mb_capget_all(int pid, unsigned int out[6]) {
+    struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, pid };
+    struct __user_cap_data_struct d[2];
+    if (syscall(SYS_capget, &h, d) != 0) return -1;
+    out[0] = d[0].effective; out[1] = d[1].effective;
+    out[2] = d[0].permitted; out[3] = d[1].permitted;
+    out[4] = d[0].inheritable; out[5] = d[1].inheritable;
+    return 0;
+}
+
+int mb_capset_all(const unsigned int in[6]) {
+    struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct d[2];
+    d[0].effective = in[0]; d[1].effective = in[1];
+    d[0].permitted = in[2]; d[1].permitted = in[3];
+    d[0].inheritable = in[4]; d[1].inheritable = in[5];
+    return (int)syscall(SYS_capset, &h, d);
+}
+
+// Bit n set when signal n arrived. Written only by the handler and cleared by the reader.
+static volatile unsigned long long caught_signals;
+
+static void record_signal(int sig) {
+    __atomic_or_fetch(&caught_signals, 1ULL << sig, __ATOMIC_SEQ_CST);
+}
+
+int mb_signal_catch(int sig) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = record_signal;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(sig, &sa, NULL);
+}
+
+int mb_signal_reset(int sig, int ignore) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = ignore ? SIG_IGN : SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(sig, &sa, NULL);
+}
+
+unsigned long long mb_signals_caught(int clear) {
+    if (clear) return __atomic_exchange_n(&caught_signals, 0, __ATOMIC_SEQ_CST);
+    return __atomic_load_n(&caught_signals, __ATOMIC_SEQ_CST);
+}
+
+#ifndef SYS_fsopen
+#define SYS_move_mount 429
+#define SYS_fsopen 430
+#define SYS_fsconfig 431
+#define SYS_fsmount 432
+#endif
+int mb_fsopen(const char *fstype) { return (int)syscall(SYS_fsopen, fstype, 1 /* FSOPEN_CLOEXEC */); }
+int mb_fsconfig_string(int fsfd, const char *key, const char *value) {
+    return (int)syscall(SYS_fsconfig, fsfd, 1 /* FSCONFIG_SET_STRING */, key, value, 0);
+}
+int mb_fsconfig_create(int fsfd) { return (int)syscall(SYS_fsconfig, fsfd, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0); }
+int mb_fsmount(int fsfd, int readonly) {
+    return (int)syscall(SYS_fsmount, fsfd, 1 /* FSMOUNT_CLOEXEC */, readonly ? 1 /* MOUNT_ATTR_RDONLY */ : 0);
+}
+int mb_move_mount_to(int mfd, const char *target) {
+    return (int)syscall(SYS_move_mount, mfd, "", AT_FDCWD, target, 4 /* MOVE_MOUNT_F_EMPTY_PATH */);
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Glibc
+import MoonboxCore
+
+/// The command line: a thin layer over the Lua runtime. Subcommands that are policy
+/// (box, test, gc, ...) are Lua modules of the stdlib, run through `runStdlib`.
+struct Moonbox: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "moonbox",
+        abstract: "A container and sandbox runtime scripted in Lua.",
+        discussion: """
+        Examples:
+          moonbox run hello.lua a b        run a script; arg[1] == "a"
+          moonbox hello.lua                the same (so #!/usr/bin/env moonbox works)
+          moonbox run -e 'print(require("moonbox.sys").getpid())'
+          moonbox repl                     an interactive prompt with the stdlib
+          moonbox test Tests/lua           run *_test.lua files
+        """,
+        version: moonboxVersion,
+        subcommands: [Run.self, Repl.self, Test.self],
+        defaultSubcommand: Run.self
+    )
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a Lua script (or a chunk given with -e).",
+        discussion: """
+        The script sees its arguments in `arg` and `...`, as with the lua program.
+        The exit status is the script's os.exit(n), 0 when it ends normally, and 1
+        after an uncaught error, which is printed with a traceback.
+        """
+    )
+
+    @Option(name: .customShort("e"), help: "Run this chunk instead of a script.")
+    var chunk: String?
+
+    @Argument(parsing: .captureForPassthrough, help: "SCRIPT [ARG...]")
+    var arguments: [String] = []
+
+    func validate() throws {
+        if chunk == nil && arguments.isEmpty { throw ValidationError("give a SCRIPT to run, or -e CHUNK") }
+    }
+
+    func run() throws {
+        let runtime = Runtime()
+        let status: Int32
+        if let chunk {
+            status = runtime.run(script: nil, chunk: chunk, arguments: arguments, program: CommandLine.arguments[0])
+        } else {
+            status = runtime.run(script: arguments[0], chunk: nil, arguments: Array(arguments.dropFirst()), program: CommandLine.arguments[0])
+        }
+        fflush(nil)
+        Glibc.exit(status)
+    }
+}
+
+struct Repl: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "An interactive Lua prompt with moonbox loaded.")
+    func run() throws {
+        Runtime().repl()
+    }
+}
+
+/// Runs the stdlib module `module`'s `main(args)` with the command's arguments:
+/// the command line for policy written in Lua.
+func runStdlib(_ module: String, _ arguments: [String]) -> Never {
+    let runtime = Runtime()
+    let chunk = "local m = require(...); return m.main({select(2, ...)})"
+    let status = runtime.run(script: nil, chunk: chunk, arguments: [module] + arguments, program: CommandLine.arguments[0])
+    fflush(nil)
+    Glibc.exit(status)
+}
+
+struct Test: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run Lua test files (*_test.lua) written with moonbox.test.",
+        discussion: "Options: --tap, --junit FILE, --filter PATTERN, --verbose. PATH defaults to the current folder."
+    )
+    @Argument(parsing: .captureForPassthrough, help: "[--tap] [--junit FILE] [--filter PATTERN] [PATH...]")
+    var arguments: [String] = []
+    func run() throws { runStdlib("moonbox.test", arguments) }
+}
+
+Moonbox.main()
