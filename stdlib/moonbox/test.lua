@@ -6,6 +6,7 @@
 --   skip(reason)     inside an `it`: stop here and count the test as skipped
 --   pending(name)    a test that is written down but not yet there
 --   expect(value)    expectations: expect(x).to_be(y), .to_equal(t), .to_match(p), ...
+--   needs_root()     inside an `it`: skip with a visible reason unless running as root
 --
 -- Reporters subscribe to the runner's events (file, test, done); the readable one,
 -- TAP and JUnit ship here. The output ends with "N passed, N failed, N skipped".
@@ -155,6 +156,10 @@ local function api(file_group)
     error(setmetatable({ message = reason or "skipped" }, Skip), 0)
   end
   env.expect = test.expect
+  -- needs_root(): skip the test with a visible reason unless running as root.
+  function env.needs_root()
+    if sys.geteuid() ~= 0 then env.skip("needs root") end
+  end
   return env
 end
 
@@ -336,7 +341,51 @@ local function find_tests(path, out)
   return out
 end
 
---- Runs test files. options: paths, filter, reporters (list of subscriber tables).
+--- What a suite must leave as it found it: the mount table, moonbox cgroups, the hostname.
+function test.host_state()
+  local mounts = {}
+  for _, m in ipairs(assert(sys.mounts())) do mounts[#mounts + 1] = m.target .. " " .. m.fstype .. " " .. m.source end
+  table.sort(mounts)
+  local cgroups = {}
+  local function scan(dir, depth)
+    local names = sys.listdir(dir)
+    if not names or depth > 4 then return end
+    for _, n in ipairs(names) do
+      local p = dir .. "/" .. n
+      local st = sys.lstat(p)
+      if st and st.type == "dir" then
+        if n:match("^moonbox") then cgroups[#cgroups + 1] = p end
+        scan(p, depth + 1)
+      end
+    end
+  end
+  scan("/sys/fs/cgroup", 0)
+  table.sort(cgroups)
+  return { mounts = mounts, cgroups = cgroups, hostname = sys.gethostname() }
+end
+
+local function state_diff(before, after)
+  local problems = {}
+  local function diff(name, a, b)
+    local set = {}
+    for _, x in ipairs(a) do set[x] = (set[x] or 0) + 1 end
+    for _, x in ipairs(b) do set[x] = (set[x] or 0) - 1 end
+    for x, n in pairs(set) do
+      if n > 0 then problems[#problems + 1] = name .. " gone: " .. x end
+      if n < 0 then problems[#problems + 1] = name .. " left behind: " .. x end
+    end
+  end
+  diff("mount", before.mounts, after.mounts)
+  diff("cgroup", before.cgroups, after.cgroups)
+  if before.hostname ~= after.hostname then
+    problems[#problems + 1] = "hostname changed: " .. tostring(before.hostname) .. " -> " .. tostring(after.hostname)
+  end
+  table.sort(problems)
+  return problems
+end
+
+--- Runs test files. options: paths, filter, reporters (list of subscriber tables),
+-- check_host (add a last test: the host's mounts, cgroups and hostname are unchanged).
 -- Returns counts {passed=, failed=, errored=, skipped=} and the results.
 function test.run(options)
   local files = {}
@@ -350,6 +399,7 @@ function test.run(options)
   local owner = sys.getpid()
   local results = {}
   local counts = { passed = 0, failed = 0, errored = 0, skipped = 0 }
+  local before = options.check_host and test.host_state()
   for _, file in ipairs(files) do
     emit("file", file)
     local root = new_group(nil, nil)
@@ -374,6 +424,14 @@ function test.run(options)
       end)
     end
   end
+  if before then
+    local problems = state_diff(before, test.host_state())
+    local res = { name = "the host is unchanged after the suite (mounts, moonbox cgroups, hostname)", file = "moonbox test",
+      status = #problems == 0 and "passed" or "failed", message = table.concat(problems, "\n") }
+    results[#results + 1] = res
+    counts[res.status] = counts[res.status] + 1
+    emit("test", res)
+  end
   emit("done", results, counts)
   return counts, results
 end
@@ -389,13 +447,15 @@ function test.main(args)
       tap = true
     elseif a == "--verbose" or a == "-v" then
       verbose = true
+    elseif a == "--check-host" then
+      options.check_host = true
     elseif a == "--junit" or a == "--filter" then
       local v = args[i + 1]
       if not v then error("moonbox test: " .. a .. " needs a value", 0) end
       if a == "--junit" then junit = v else options.filter = v end
       i = i + 1
     elseif a:match("^%-") then
-      error("moonbox test: unknown option " .. a .. " (known: --tap, --junit FILE, --filter PATTERN, --verbose)", 0)
+      error("moonbox test: unknown option " .. a .. " (known: --tap, --junit FILE, --filter PATTERN, --verbose, --check-host)", 0)
     else
       options.paths[#options.paths + 1] = a
     end
