@@ -155,7 +155,7 @@ private func killByFreezing(_ backend: CgroupBackend, _ group: String) throws(Cg
 private func readPids(_ dir: String, group: String) throws(CgroupError) -> [Int] {
     let (text, e) = readTextFile(dir + "/cgroup.procs")
     guard let text else { throw .system("cgroup_procs(\(group)): \(dir)/cgroup.procs", e) }
-    return text.split(separator: "\n").compactMap { Int($0) }
+    return text.split(separator: "\n").compactMap { Int32($0).map(Int.init) }
 }
 
 /// memory keys take sizes ("512M"); everything else is written as given.

@@ -204,6 +204,24 @@ public struct Args {
     public func optInteger(_ i: Int32, _ name: String) throws -> Int? {
         lua.isNoneOrNil(i) ? nil : try integer(i, name)
     }
+    /// An integer that fits an Int32 (pids, signals, fds).
+    public func int32(_ i: Int32, _ name: String) throws -> Int32 {
+        let n = try integer(i, name)
+        guard n >= Int(Int32.min), n <= Int(Int32.max) else { throw error(i, name, "\(n) is out of range") }
+        return Int32(n)
+    }
+    /// A permission mode between 0 and 0o7777.
+    public func mode(_ i: Int32, _ name: String, default value: Int) throws -> mode_t {
+        let n = try optInteger(i, name) ?? value
+        guard n >= 0, n <= 0o7777 else { throw error(i, name, "must be between 0 and 0o7777") }
+        return mode_t(n)
+    }
+    /// Seconds to wait: finite and not negative.
+    public func seconds(_ i: Int32, _ name: String) throws -> Double {
+        let s = try number(i, name)
+        guard s.isFinite, s >= 0, s < 1e9 else { throw error(i, name, "must be a finite number of seconds >= 0") }
+        return s
+    }
     public func number(_ i: Int32, _ name: String) throws -> Double {
         guard let n = lua.number(at: i) else { throw expected(i, name, "number") }
         return n
@@ -292,6 +310,11 @@ public struct Args {
             }
             return n
         }
+    }
+    public func secondsField(_ i: Int32, _ key: String) throws -> Double? {
+        guard let s = try numberField(i, key) else { return nil }
+        guard s.isFinite, s >= 0, s < 1e9 else { throw error(i, key, "must be a finite number of seconds >= 0") }
+        return s
     }
     public func numberField(_ i: Int32, _ key: String) throws -> Double? {
         try field(i, key) { idx in

@@ -137,10 +137,10 @@ let fdFunctions: [(String, LuaFunction)] = [
         let a = Args(lua, "open")
         let path = try a.string(1, "path")
         var flags = try a.flags(2, "flags", openFlags)
-        let mode = try a.optInteger(3, "mode") ?? 0o644
+        let mode = try a.mode(3, "mode", default: 0o644)
         let names = lua.isNoneOrNil(2) ? [] : (lua.type(2) == LUA_TSTRING ? [try a.string(2, "flags")] : try a.stringList(2, "flags"))
         if !names.contains("inherit") { flags |= O_CLOEXEC }
-        let fd = mb_open(path, flags, mode_t(mode))
+        let fd = mb_open(path, flags, mode)
         if fd < 0 { return lua.fail("open(\(path))") }
         FdObject.push(lua, fd)
         return 1
@@ -196,7 +196,7 @@ let fdFunctions: [(String, LuaFunction)] = [
     ("poll", { lua in
         let a = Args(lua, "poll")
         try a.table(1, "fds")
-        let timeout = try a.optNumber(2, "timeout")
+        let timeout = lua.isNoneOrNil(2) ? nil : try a.seconds(2, "timeout")
         let count = lua.rawLength(1)
         var pfds: [pollfd] = []
         for k in 0..<count {

@@ -97,8 +97,8 @@ let fileFunctions: [(String, LuaFunction)] = [
     ("mkdir", { lua in
         let a = Args(lua, "mkdir")
         let path = try a.string(1, "path")
-        let mode = try a.optInteger(2, "mode") ?? 0o755
-        if let e = makeDirectories(path, mode: mode_t(mode)) { return lua.fail("mkdir(\(path))", errno: e) }
+        let mode = try a.mode(2, "mode", default: 0o755)
+        if let e = makeDirectories(path, mode: mode) { return lua.fail("mkdir(\(path))", errno: e) }
         return lua.ok()
     }),
     ("rmdir", { lua in
@@ -135,9 +135,9 @@ let fileFunctions: [(String, LuaFunction)] = [
     ("chmod", { lua in
         let a = Args(lua, "chmod")
         let path = try a.string(1, "path")
-        let mode = try a.integer(2, "mode")
-        guard mode >= 0, mode <= 0o7777 else { throw a.error(2, "mode", "must be between 0 and 0o7777") }
-        return Glibc.chmod(path, mode_t(mode)) == 0 ? lua.ok() : lua.fail("chmod(\(path))")
+        _ = try a.integer(2, "mode")
+        let mode = try a.mode(2, "mode", default: 0)
+        return Glibc.chmod(path, mode) == 0 ? lua.ok() : lua.fail("chmod(\(path))")
     }),
     ("chown", { lua in
         let a = Args(lua, "chown")
@@ -180,11 +180,11 @@ let fileFunctions: [(String, LuaFunction)] = [
         let path = try a.string(1, "path")
         let typeName = try a.string(2, "type")
         guard let type = mknodTypes[typeName] else { throw a.error(2, "type", "must be char, block, fifo, file or socket") }
-        let mode = try a.optInteger(3, "mode") ?? 0o666
+        let mode = try a.mode(3, "mode", default: 0o666)
         let major = try a.optInteger(4, "major") ?? 0, minor = try a.optInteger(5, "minor") ?? 0
         guard major >= 0, minor >= 0, major < 1 << 12, minor < 1 << 20 else { throw a.error(4, "major", "device number out of range") }
         let dev = mb_makedev(UInt32(major), UInt32(minor))
-        return Glibc.mknod(path, type | mode_t(mode & 0o7777), dev) == 0 ? lua.ok() : lua.fail("mknod(\(path))")
+        return Glibc.mknod(path, type | mode, dev) == 0 ? lua.ok() : lua.fail("mknod(\(path))")
     }),
     ("chdir", { lua in
         let path = try Args(lua, "chdir").string(1, "path")

@@ -216,13 +216,13 @@ let processFunctions: [(String, LuaFunction)] = [
     // wait(pid [, {nohang=, timeout=}]): the child's end, or false when it has not ended yet.
     ("wait", { lua in
         let a = Args(lua, "wait")
-        let pid = try a.integer(1, "pid")
+        let pid = try a.int32(1, "pid")
         var nohang = false
         var timeout: Double?
         if try a.optTable(2, "options") {
             try a.options(2, "options", allowed: ["nohang", "timeout"])
             nohang = try a.boolField(2, "nohang") ?? false
-            timeout = try a.numberField(2, "timeout")
+            timeout = try a.secondsField(2, "timeout")
         }
         if let t = timeout {
             guard pid > 0 else { throw a.error(2, "timeout", "a timeout needs a single pid") }
@@ -250,12 +250,12 @@ let processFunctions: [(String, LuaFunction)] = [
     }),
     ("kill", { lua in
         let a = Args(lua, "kill")
-        let pid = try a.integer(1, "pid")
+        let pid = try a.int32(1, "pid")
         let sig = lua.isNoneOrNil(2) ? SIGTERM : try a.signal(2, "signal")
         return Glibc.kill(pid_t(pid), sig) == 0 ? lua.ok() : lua.fail("kill(\(pid), \(signalName(sig)))")
     }),
     ("pidfd_open", { lua in
-        let pid = try Args(lua, "pidfd_open").integer(1, "pid")
+        let pid = try Args(lua, "pidfd_open").int32(1, "pid")
         let fd = mb_pidfd_open(pid_t(pid))
         if fd < 0 { return lua.fail("pidfd_open(\(pid))") }
         FdObject.push(lua, fd)
@@ -328,7 +328,7 @@ let processFunctions: [(String, LuaFunction)] = [
     // writes a child's user namespace maps. setgroups is denied unless asked otherwise.
     ("id_map", { lua in
         let a = Args(lua, "id_map")
-        let pid = try a.integer(1, "pid")
+        let pid = try a.int32(1, "pid")
         try a.table(2, "maps")
         try a.options(2, "maps", allowed: ["uid", "gid", "setgroups"])
         func readMap(_ key: String) throws -> String? {
@@ -425,7 +425,7 @@ let processFunctions: [(String, LuaFunction)] = [
     }),
     // capget([pid]): {effective={...}, permitted={...}, inheritable={...}} as capability names.
     ("capget", { lua in
-        let pid = try Args(lua, "capget").optInteger(1, "pid") ?? 0
+        let pid = lua.isNoneOrNil(1) ? 0 : try Args(lua, "capget").int32(1, "pid")
         var sets = [UInt32](repeating: 0, count: 6)
         if mb_capget_all(Int32(pid), &sets) != 0 { return lua.fail("capget(\(pid))") }
         let names = capabilityNumbers.sorted { $0.value < $1.value }
@@ -498,8 +498,7 @@ let processFunctions: [(String, LuaFunction)] = [
     }),
     ("nanosleep", { lua in
         let a = Args(lua, "nanosleep")
-        let s = try a.number(1, "seconds")
-        guard s >= 0, s.isFinite else { throw a.error(1, "seconds", "must be a finite number >= 0") }
+        let s = try a.seconds(1, "seconds")
         var ts = timespec(tv_sec: Int(s), tv_nsec: Int((s - s.rounded(.down)) * 1e9))
         var rem = timespec()
         while Glibc.nanosleep(&ts, &rem) != 0 {
