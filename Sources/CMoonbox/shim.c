@@ -7,6 +7,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <termios.h>
+#include <net/if.h>
+#include <sys/socket.h>
 
 static mb_dispatch_fn dispatcher;
 
@@ -33,10 +37,11 @@ void mb_push_swift_function(lua_State *L, int index, const char *name) {
 
 int mb_msghandler(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
+    if (msg == NULL) {  // an error object: its __tostring, with the traceback too
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-            return 1;
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
     luaL_traceback(L, L, msg, 1);
     return 1;
@@ -157,3 +162,51 @@ int mb_fsmount(int fsfd, int readonly) {
 int mb_move_mount_to(int mfd, const char *target) {
     return (int)syscall(SYS_move_mount, mfd, "", AT_FDCWD, target, 4 /* MOVE_MOUNT_F_EMPTY_PATH */);
 }
+
+int mb_openpty(int *master, int *slave, char *name, size_t namelen) {
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) return -1;
+    if (grantpt(m) != 0 || unlockpt(m) != 0 || ptsname_r(m, name, namelen) != 0) {
+        int e = errno; close(m); errno = e; return -1;
+    }
+    int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0) { int e = errno; close(m); errno = e; return -1; }
+    *master = m;
+    *slave = s;
+    return 0;
+}
+
+int mb_netdev_set_up(const char *name, int up) {
+    struct ifreq ifr;
+    if (strlen(name) >= IFNAMSIZ) { errno = ENAMETOOLONG; return -1; }
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    int r = ioctl(fd, SIOCGIFFLAGS, &ifr);
+    if (r == 0) {
+        if (up) ifr.ifr_flags |= IFF_UP; else ifr.ifr_flags &= ~IFF_UP;
+        r = ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+    int e = errno;
+    close(fd);
+    errno = e;
+    return r;
+}
+
+int mb_tty_get_winsize(int fd, unsigned short *rows, unsigned short *cols) {
+    struct winsize ws;
+    if (ioctl(fd, TIOCGWINSZ, &ws) != 0) return -1;
+    *rows = ws.ws_row; *cols = ws.ws_col;
+    return 0;
+}
+
+int mb_tty_set_winsize(int fd, unsigned short rows, unsigned short cols) {
+    struct winsize ws = { .ws_row = rows, .ws_col = cols };
+    return ioctl(fd, TIOCSWINSZ, &ws);
+}
+
+size_t mb_termios_size(void) { return sizeof(struct termios); }
+int mb_tcgetattr(int fd, void *out) { return tcgetattr(fd, (struct termios *)out); }
+int mb_tcsetattr(int fd, const void *in) { return tcsetattr(fd, TCSADRAIN, (const struct termios *)in); }
+void mb_cfmakeraw(void *t) { cfmakeraw((struct termios *)t); }

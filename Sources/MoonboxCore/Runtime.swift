@@ -11,13 +11,28 @@ public final class Runtime {
         lua = Lua(L)
         mb_openlibs(L)
         installSearchers()
+        // os.exit closes the state by default, so finalizers clean up before the exit.
+        _ = load(string: "local exit = os.exit; os.exit = function(code, close) if close == nil then close = true end return exit(code, close) end", chunkname: "=prelude")
+        _ = call(arguments: [])
     }
 
-    deinit { lua_close(lua.L) }
+    private var closed = false
+
+    deinit { close() }
+
+    /// Closes the Lua state, running every pending __gc and __close: this is when
+    /// the stdlib cleans up what a script left (containers, temporary folders).
+    public func close() {
+        if !closed {
+            closed = true
+            lua_close(lua.L)
+        }
+    }
 
     /// The functions of moonbox.sys, grouped by kernel concern.
     static let sysModule: [(String, LuaFunction)] =
-        processFunctions + mountFunctions + fileFunctions + fdFunctions + cgroupFunctions + introspectionFunctions
+        processFunctions + mountFunctions + fileFunctions + fdFunctions + terminalFunctions + cgroupFunctions
+        + introspectionFunctions
 
     /// package.preload["moonbox.sys"], then a searcher for MOONBOX_PATH (development),
     /// then the stdlib embedded in the binary, then Lua's own searchers.

@@ -161,7 +161,9 @@ let fdFunctions: [(String, LuaFunction)] = [
         let first = try a.integer(1, "first")
         let last = try a.optInteger(2, "last") ?? Int(UInt32.max)
         guard first >= 0, last >= first else { throw a.error(1, "first", "range must be 0 <= first <= last") }
-        if mb_close_range(UInt32(first), UInt32(min(last, Int(UInt32.max))), 0) != 0 {
+        // {"cloexec"}: mark them close-on-exec instead of closing them now.
+        let flags = try a.flags(3, "flags", ["cloexec": Int32(4)])
+        if mb_close_range(UInt32(first), UInt32(min(last, Int(UInt32.max))), flags) != 0 {
             return lua.fail("close_range(\(first))")
         }
         return lua.ok()

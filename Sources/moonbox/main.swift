@@ -50,6 +50,7 @@ struct Run: ParsableCommand {
         } else {
             status = runtime.run(script: arguments[0], chunk: nil, arguments: Array(arguments.dropFirst()), program: CommandLine.arguments[0])
         }
+        runtime.close()
         fflush(nil)
         Glibc.exit(status)
     }
@@ -68,6 +69,7 @@ func runStdlib(_ module: String, _ arguments: [String]) -> Never {
     let runtime = Runtime()
     let chunk = "local m = require(...); return m.main({select(2, ...)})"
     let status = runtime.run(script: nil, chunk: chunk, arguments: [module] + arguments, program: CommandLine.arguments[0])
+    runtime.close()
     fflush(nil)
     Glibc.exit(status)
 }

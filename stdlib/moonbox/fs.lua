@@ -10,14 +10,17 @@ TempDir.__tostring = function(d) return "tempdir(" .. d.path .. ")" end
 
 --- Removes the folder now; later calls do nothing.
 function TempDir:remove()
-  if self.path and not self.removed then
+  if self.path and not self.removed and self.owner == sys.getpid() then
     self.removed = true
     local ok, err = sys.remove_tree(self.path)
     if not ok then error("tempdir: " .. err, 2) end
   end
 end
 TempDir.__close = function(d) d:remove() end
-TempDir.__gc = function(d) if not d.removed then pcall(sys.remove_tree, d.path) end end
+-- Only the process that made it removes it: a forked child's copy of the handle must not.
+TempDir.__gc = function(d)
+  if not d.removed and d.owner == sys.getpid() then pcall(sys.remove_tree, d.path) end
+end
 
 --- A new folder under $TMPDIR (or /tmp), owned by its handle.
 function fs.tempdir(prefix)

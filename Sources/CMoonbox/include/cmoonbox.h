@@ -96,6 +96,19 @@ int mb_fsconfig_create(int fsfd);
 int mb_fsmount(int fsfd, int readonly);
 int mb_move_mount_to(int mfd, const char *target);
 
+// ---- terminals and network devices ----
+// Opens a new pty pair: master (O_CLOEXEC) and slave (O_NOCTTY|O_CLOEXEC); name gets the slave path.
+int mb_openpty(int *master, int *slave, char *name, size_t namelen);
+// Sets or clears IFF_UP on a network device, like `ip link set NAME up`.
+int mb_netdev_set_up(const char *name, int up);
+int mb_tty_get_winsize(int fd, unsigned short *rows, unsigned short *cols);
+int mb_tty_set_winsize(int fd, unsigned short rows, unsigned short cols);
+// termios as opaque bytes, so Lua can save and restore a terminal's mode.
+size_t mb_termios_size(void);
+int mb_tcgetattr(int fd, void *out);
+int mb_tcsetattr(int fd, const void *in);
+void mb_cfmakeraw(void *t);
+
 // ---- signals ----
 // Installs a handler that records `sig` (without SA_RESTART, so blocking calls
 // return EINTR), or restores SIG_DFL / SIG_IGN. Returns 0 or -1 with errno.

@@ -1,0 +1,64 @@
+import CMoonbox
+import Glibc
+
+/// Terminals (pty(7), termios(3), TIOCSCTTY) and network devices (netdevice(7)).
+let terminalFunctions: [(String, LuaFunction)] = [
+    // openpty(): master fd, slave fd, slave path.
+    ("openpty", { lua in
+        var master: Int32 = -1, slave: Int32 = -1
+        var name = [CChar](repeating: 0, count: 128)
+        if mb_openpty(&master, &slave, &name, name.count) != 0 { return lua.fail("openpty()") }
+        FdObject.push(lua, master)
+        FdObject.push(lua, slave)
+        lua.push(String(cString: name))
+        return 3
+    }),
+    // tiocsctty(fd): make the terminal on fd the controlling terminal of this session.
+    ("tiocsctty", { lua in
+        let fd = try Args(lua, "tiocsctty").fd(1, "fd")
+        return mb_ioctl_int(fd, UInt(mb_TIOCSCTTY()), 0) == 0 ? lua.ok() : lua.fail("ioctl(fd \(fd), TIOCSCTTY)")
+    }),
+    // tcgetattr(fd): the terminal's mode as an opaque string, for tcsetattr.
+    ("tcgetattr", { lua in
+        let fd = try Args(lua, "tcgetattr").fd(1, "fd")
+        var buf = [UInt8](repeating: 0, count: mb_termios_size())
+        if mb_tcgetattr(fd, &buf) != 0 { return lua.fail("tcgetattr(fd \(fd))") }
+        buf.withUnsafeBytes { lua.push(bytes: $0) }
+        return 1
+    }),
+    // tcsetattr(fd, mode [, "raw"]): restore a saved mode, or set its raw variant.
+    ("tcsetattr", { lua in
+        let a = Args(lua, "tcsetattr")
+        let fd = try a.fd(1, "fd")
+        guard lua.type(2) == LUA_TSTRING else { _ = try a.string(2, "mode"); return 0 }
+        var buf: [UInt8] = lua.withBytes(at: 2) { Array($0) } ?? []
+        guard buf.count == mb_termios_size() else { throw a.error(2, "mode", "not a mode from tcgetattr") }
+        if let how = try a.optString(3, "how") {
+            guard how == "raw" else { throw a.error(3, "how", "only \"raw\" is known") }
+            mb_cfmakeraw(&buf)
+        }
+        return mb_tcsetattr(fd, buf) == 0 ? lua.ok() : lua.fail("tcsetattr(fd \(fd))")
+    }),
+    // winsize(fd [, rows, cols]): read, or set, a terminal's size.
+    ("winsize", { lua in
+        let a = Args(lua, "winsize")
+        let fd = try a.fd(1, "fd")
+        if !lua.isNoneOrNil(2) {
+            let rows = try a.integer(2, "rows"), cols = try a.integer(3, "cols")
+            guard (0...65535).contains(rows), (0...65535).contains(cols) else { throw a.error(2, "rows", "must be 0 to 65535") }
+            return mb_tty_set_winsize(fd, UInt16(rows), UInt16(cols)) == 0 ? lua.ok() : lua.fail("ioctl(fd \(fd), TIOCSWINSZ)")
+        }
+        var rows: UInt16 = 0, cols: UInt16 = 0
+        if mb_tty_get_winsize(fd, &rows, &cols) != 0 { return lua.fail("ioctl(fd \(fd), TIOCGWINSZ)") }
+        lua.push(Int(rows))
+        lua.push(Int(cols))
+        return 2
+    }),
+    // netdev_up(name [, up]): set a network device up (or down), like `ip link set lo up`.
+    ("netdev_up", { lua in
+        let a = Args(lua, "netdev_up")
+        let name = try a.string(1, "name")
+        let up = lua.isNoneOrNil(2) ? true : try a.boolean(2, "up")
+        return mb_netdev_set_up(name, up ? 1 : 0) == 0 ? lua.ok() : lua.fail("netdev_up(\(name))")
+    }),
+]
