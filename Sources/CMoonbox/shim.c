@@ -163,13 +163,16 @@ int mb_move_mount_to(int mfd, const char *target) {
     return (int)syscall(SYS_move_mount, mfd, "", AT_FDCWD, target, 4 /* MOVE_MOUNT_F_EMPTY_PATH */);
 }
 
-int mb_openpty(int *master, int *slave, char *name, size_t namelen) {
-    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+int mb_openpty(const char *ptmx, int *master, int *slave, char *name, size_t namelen) {
+    int m = open(ptmx ? ptmx : "/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (m < 0) return -1;
-    if (grantpt(m) != 0 || unlockpt(m) != 0 || ptsname_r(m, name, namelen) != 0) {
+    // The slave through the master (TIOCGPTPEER) works whichever devpts instance it is in.
+    int n = 0, unlock = 0;
+    if (ioctl(m, TIOCSPTLCK, &unlock) != 0 || ioctl(m, TIOCGPTN, &n) != 0) {
         int e = errno; close(m); errno = e; return -1;
     }
-    int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    snprintf(name, namelen, "/dev/pts/%d", n);
+    int s = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (s < 0) { int e = errno; close(m); errno = e; return -1; }
     *master = m;
     *slave = s;
@@ -210,3 +213,31 @@ size_t mb_termios_size(void) { return sizeof(struct termios); }
 int mb_tcgetattr(int fd, void *out) { return tcgetattr(fd, (struct termios *)out); }
 int mb_tcsetattr(int fd, const void *in) { return tcsetattr(fd, TCSADRAIN, (const struct termios *)in); }
 void mb_cfmakeraw(void *t) { cfmakeraw((struct termios *)t); }
+
+int mb_send_fd(int sock, int fd) {
+    char byte = 'f';
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    return sendmsg(sock, &msg, MSG_NOSIGNAL) == 1 ? 0 : -1;
+}
+
+int mb_recv_fd(int sock) {
+    char byte;
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+    ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0) return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (n == 0 || !c || c->cmsg_type != SCM_RIGHTS) { errno = ENOMSG; return -1; }
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
+}

@@ -345,7 +345,8 @@ struct CgroupV1: CgroupBackend {
                 }
                 return
             }
-            return try write(d, file, v == "max" ? "-1" : v, key: key)
+            // Memory files take -1 for no limit; pids.max takes "max" on v1 too.
+            return try write(d, file, v == "max" && c == "memory" ? "-1" : v, key: key)
         }
         if CgroupV1.emulated.contains(key) {
             try create(group)

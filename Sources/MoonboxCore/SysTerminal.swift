@@ -3,15 +3,37 @@ import Glibc
 
 /// Terminals (pty(7), termios(3), TIOCSCTTY) and network devices (netdevice(7)).
 let terminalFunctions: [(String, LuaFunction)] = [
-    // openpty(): master fd, slave fd, slave path.
+    // openpty([ptmx]): master fd, slave fd, slave path; ptmx picks the devpts instance.
     ("openpty", { lua in
+        let ptmx = try Args(lua, "openpty").optString(1, "ptmx")
         var master: Int32 = -1, slave: Int32 = -1
         var name = [CChar](repeating: 0, count: 128)
-        if mb_openpty(&master, &slave, &name, name.count) != 0 { return lua.fail("openpty()") }
+        if mb_openpty(ptmx, &master, &slave, &name, name.count) != 0 { return lua.fail("openpty(\(ptmx ?? "/dev/ptmx"))") }
         FdObject.push(lua, master)
         FdObject.push(lua, slave)
         lua.push(String(cString: name))
         return 3
+    }),
+    // socketpair(): two connected unix stream sockets (close-on-exec).
+    ("socketpair", { lua in
+        var fds: [Int32] = [0, 0]
+        if socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) != 0 { return lua.fail("socketpair()") }
+        FdObject.push(lua, fds[0])
+        FdObject.push(lua, fds[1])
+        return 2
+    }),
+    // send_fd(sock, fd) and recv_fd(sock): pass an open fd to another process (SCM_RIGHTS).
+    ("send_fd", { lua in
+        let a = Args(lua, "send_fd")
+        let sock = try a.fd(1, "socket"), fd = try a.fd(2, "fd")
+        return mb_send_fd(sock, fd) == 0 ? lua.ok() : lua.fail("send_fd(fd \(fd))")
+    }),
+    ("recv_fd", { lua in
+        let sock = try Args(lua, "recv_fd").fd(1, "socket")
+        let fd = mb_recv_fd(sock)
+        if fd < 0 { return lua.fail("recv_fd(fd \(sock))") }
+        FdObject.push(lua, fd)
+        return 1
     }),
     // tiocsctty(fd): make the terminal on fd the controlling terminal of this session.
     ("tiocsctty", { lua in

@@ -14,10 +14,12 @@ struct Moonbox: ParsableCommand {
           moonbox hello.lua                the same (so #!/usr/bin/env moonbox works)
           moonbox run -e 'print(require("moonbox.sys").getpid())'
           moonbox repl                     an interactive prompt with the stdlib
+          moonbox box --rootfs ./rootfs --memory 256M -- /bin/sh -c 'echo hi'
           moonbox test Tests/lua           run *_test.lua files
+          moonbox gc                       remove what killed runs left behind
         """,
         version: moonboxVersion,
-        subcommands: [Run.self, Repl.self, Test.self],
+        subcommands: [Run.self, Repl.self, Box.self, Gc.self, Test.self],
         defaultSubcommand: Run.self
     )
 }
@@ -82,6 +84,31 @@ struct Test: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "[--tap] [--junit FILE] [--filter PATTERN] [PATH...]")
     var arguments: [String] = []
     func run() throws { runStdlib("moonbox.test", arguments) }
+}
+
+struct Box: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one container from the command line, like docker run on a folder.",
+        discussion: """
+        moonbox box --rootfs DIR [--memory 512M] [--pids N] [--cpus X] [--hostname H]
+                    [--net none|host] [-v SRC:DST[:ro]] [--timeout S] [-it] -- CMD...
+        Exit status: the command's, 128+signal, 125 for runtime errors, 126/127 when the
+        command cannot be run. `moonbox box --help` inside lists every option.
+        """
+    )
+    @Argument(parsing: .captureForPassthrough, help: "OPTIONS -- CMD [ARG...]")
+    var arguments: [String] = []
+    func run() throws { runStdlib("moonbox.box", arguments) }
+}
+
+struct Gc: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove cgroups and folders left by runs whose moonbox was killed.",
+        discussion: "Reads the state folder ($MOONBOX_STATE, /run/moonbox by default). --dry-run shows what would go."
+    )
+    @Argument(parsing: .captureForPassthrough, help: "[--dry-run]")
+    var arguments: [String] = []
+    func run() throws { runStdlib("moonbox.gc", arguments) }
 }
 
 Moonbox.main()

@@ -57,7 +57,18 @@ local SPEC_KEYS = {
 container.spec_keys = SPEC_KEYS
 local LIMIT_KEYS = { memory = true, pids = true, cpus = true, swap = true, cpu_weight = true }
 
-local function spec_error(msg) error("container spec: " .. msg, 4) end
+-- The level of the first caller outside this file, so errors point at the user's line.
+local function user_level()
+  local level = 3
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info then return 0 end
+    if not info.source:find("moonbox/container.lua", 1, true) then return level - 1 end
+    level = level + 1
+  end
+end
+
+local function spec_error(msg) error("container spec: " .. msg, user_level()) end
 
 local function check_list(name, v)
   if type(v) ~= "table" or #v == 0 then spec_error(name .. " must be a non-empty list of strings") end
@@ -85,9 +96,10 @@ local function normalize_mount(m, i)
     if not src or (opt ~= "" and opt ~= "ro" and opt ~= "rw") then
       spec_error(string.format("mounts[%d] %q: use SRC:DST or SRC:DST:ro", i, m))
     end
-    return { type = "bind", source = src, target = dst, readonly = opt == "ro" }
+    m = { type = "bind", source = src, target = dst, readonly = opt == "ro" }
   end
   if type(m) ~= "table" then spec_error(string.format("mounts[%d] must be a table or \"SRC:DST[:ro]\"", i)) end
+  if m.type == nil and m.source == nil and m.target == nil then spec_error(string.format("mounts[%d] is empty", i)) end
   for k in pairs(m) do
     if not ({ type = true, source = true, target = true, readonly = true, size = true, mode = true, options = true })[k] then
       spec_error(string.format("mounts[%d]: unknown key '%s'", i, tostring(k)))
@@ -384,8 +396,7 @@ local function child_main(c, io_fds, sync_r, err_w)
     if io_fds.stdin then check(sys.dup2(io_fds.stdin, 0)) end
     if io_fds.stdout then check(sys.dup2(io_fds.stdout, 1)) end
     if io_fds.stderr then check(sys.dup2(io_fds.stderr, 2)) end
-    check(sys.setsid())
-    if c.tty then check(sys.tiocsctty(0)) end
+    check(sys.setsid())  -- a session of its own: no TIOCSTI into the caller's terminal
     if c.hostname and c.namespaces.uts then step = "sethostname"; check(sys.sethostname(c.hostname)) end
     if c.namespaces.net and c.network == "none" then step = "network"; check(sys.netdev_up("lo")) end
     step = "mounts"
@@ -395,6 +406,20 @@ local function child_main(c, io_fds, sync_r, err_w)
     enter_root(c, root)
     step = "masks"
     mask_paths(c)
+    if c.tty then
+      -- As runc: the pty comes from the container's own devpts, its slave is /dev/console,
+      -- and the master goes to the parent over the console socket.
+      step = "tty"
+      local master, slave, name = sys.openpty("/dev/pts/ptmx")
+      check(master, slave, name)
+      mkdir_target("/dev/console", true)
+      check(sys.mount(name, "/dev/console", nil, { "bind" }))
+      check(sys.send_fd(io_fds.console, master))
+      master:close()
+      for fd = 0, 2 do check(sys.dup2(slave, fd)) end
+      slave:close()
+      check(sys.tiocsctty(0))
+    end
     if c.setup then
       step = "setup"
       local ok2, e2 = xpcall(c.setup, debug.traceback, sys)
@@ -504,11 +529,9 @@ function Container:start()
   local ok, err = pcall(function()
     set_limits(self)
     local fds = {}
+    local console
     if c.tty then
-      local master, slave = assert(sys.openpty())
-      self.tty_master = master
-      fds.stdin, fds.stdout, fds.stderr = slave, slave, slave
-      if c.stdout == "capture" then self.capture.stdout = { fd = master, parts = {}, total = 0, tty = true } end
+      console, fds.console = assert(sys.socketpair())
     else
       if c.stdin == "null" then
         fds.stdin = assert(sys.open("/dev/null", "rdonly"))
@@ -551,6 +574,13 @@ function Container:start()
       self.pid = nil
       raise("container setup failed: " .. e.message, { step = e.step, errno = e.errno,
         code = e.exec and (e.errno == "ENOENT" and 127 or 126) or 125, exit = st }, 3)
+    end
+    if console then
+      local master, msgm = sys.recv_fd(console)
+      console:close()
+      if not master then raise("container setup failed: " .. msgm, { step = "tty" }, 3) end
+      self.tty_master = master
+      if c.stdout == "capture" then self.capture.stdout = { fd = master, parts = {}, total = 0, tty = true } end
     end
     if self.stdin_w then self:_feed_stdin(c.stdin) end
   end)

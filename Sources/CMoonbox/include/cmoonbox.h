@@ -98,7 +98,10 @@ int mb_move_mount_to(int mfd, const char *target);
 
 // ---- terminals and network devices ----
 // Opens a new pty pair: master (O_CLOEXEC) and slave (O_NOCTTY|O_CLOEXEC); name gets the slave path.
-int mb_openpty(int *master, int *slave, char *name, size_t namelen);
+int mb_openpty(const char *ptmx, int *master, int *slave, char *name, size_t namelen);
+// Passes an fd over a unix socket (SCM_RIGHTS), as runc's console socket does.
+int mb_send_fd(int sock, int fd);
+int mb_recv_fd(int sock);
 // Sets or clears IFF_UP on a network device, like `ip link set NAME up`.
 int mb_netdev_set_up(const char *name, int up);
 int mb_tty_get_winsize(int fd, unsigned short *rows, unsigned short *cols);
