@@ -149,7 +149,7 @@ describe("a container, seen from inside", function()
 
   it("gives the command a terminal with tty=true", function()
     local r = sh("tty; test -t 0 && test -t 1 && echo isatty", { tty = true })
-    expect(r.stdout).to_match("^/dev/console\r?\nisatty")
+    expect(r.stdout).to_match("^/dev/pts/0\r?\nisatty")
   end)
 
   it("runs a setup function inside the container before exec", function()
