@@ -397,7 +397,7 @@ local function child_main(c, io_fds, sync_r, err_w)
     if io_fds.stdout then check(sys.dup2(io_fds.stdout, 1)) end
     if io_fds.stderr then check(sys.dup2(io_fds.stderr, 2)) end
     check(sys.setsid())  -- a session of its own: no TIOCSTI into the caller's terminal
-    if c.hostname and c.namespaces.uts then step = "sethostname"; check(sys.sethostname(c.hostname)) end
+    if c.namespaces.uts then step = "sethostname"; check(sys.sethostname(c.hostname or c.env.HOSTNAME)) end
     if c.namespaces.net and c.network == "none" then step = "network"; check(sys.netdev_up("lo")) end
     step = "mounts"
     local root = c.rootfs_path
@@ -474,6 +474,7 @@ function container.new(spec)
   counter = counter + 1
   local id = c.name or string.format("mb-%d-%d-%04x", sys.getpid(), counter, math.random(0, 0xffff))
   if not id:match("^[%w._-]+$") then error("container spec: name may hold only letters, digits, '.', '_' and '-'", 2) end
+  if not c.hostname then c.env.HOSTNAME = spec.env and spec.env.HOSTNAME or id end
   local self = setmetatable({ id = id, spec = c, state = "created", owner = sys.getpid(), group = "c-" .. id }, Container)
   return self
 end
@@ -640,7 +641,11 @@ local function pump_tty(self, ready)
   if not m or self.capture.stdout then return end
   if ready[0] then
     local data = sys.read(0, 4096)
-    if data and data ~= "" then sys.write(m, data) end
+    if data and data ~= "" then
+      sys.write(m, data)
+    else
+      self.stdin_closed = true  -- our stdin ended: stop watching it
+    end
   end
   if ready[m] then
     local data = sys.read(m, 65536)
@@ -709,7 +714,7 @@ local function wait_some(list, deadline)
       if c.tty_master and not c.capture.stdout then
         fds[#fds + 1] = c.tty_master
         index[c.tty_master] = c
-        if sys.isatty(0) then fds[#fds + 1] = 0 end
+        if not c.stdin_closed and c.spec.stdin == "inherit" then fds[#fds + 1] = 0 end
       end
       if c.spec.timeout then
         local t = c.started + c.spec.timeout
@@ -926,7 +931,7 @@ function container.run(spec)
       sys.tcsetattr(0, c.tty_saved, "raw")
       local rows, cols = sys.winsize(0)
       c:start()
-      if rows then sys.winsize(c.tty_master, rows, cols) end
+      if rows and rows > 0 then sys.winsize(c.tty_master, rows, cols) end
     else
       c:start()
     end
