@@ -120,11 +120,21 @@ int mb_capset_all(const unsigned int in[6]) {
 // Bit n set when signal n arrived. Written only by the handler and cleared by the reader.
 static volatile unsigned long long caught_signals;
 
+// The process that asked to catch. A forked child inherits the handler but not the
+// intent: in it, the signal takes its default action, as if never caught.
+static volatile pid_t catcher;
+
 static void record_signal(int sig) {
+    if (getpid() != catcher) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
     __atomic_or_fetch(&caught_signals, 1ULL << sig, __ATOMIC_SEQ_CST);
 }
 
 int mb_signal_catch(int sig) {
+    catcher = getpid();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = record_signal;
