@@ -7,9 +7,12 @@ import PackagePlugin
 struct EmbedStdlibPlugin: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: Target) throws -> [Command] {
         let root = context.package.directoryURL.appending(path: "stdlib")
-        var inputs: [URL] = []
+        // The folders are inputs too: a new module changes its folder, so the command
+        // runs again and the tool, which scans the tree itself, picks the module up.
+        var inputs: [URL] = [root]
         if let walker = FileManager.default.enumerator(at: root, includingPropertiesForKeys: nil) {
-            for case let url as URL in walker where url.pathExtension == "lua" {
+            for case let url as URL in walker
+            where url.pathExtension == "lua" || (try? url.resourceValues(forKeys: [.isDirectoryKey]).isDirectory) == true {
                 inputs.append(url)
             }
         }
@@ -17,9 +20,9 @@ struct EmbedStdlibPlugin: BuildToolPlugin {
         let output = context.pluginWorkDirectoryURL.appending(path: "EmbeddedStdlib.swift")
         return [
             .buildCommand(
-                displayName: "Embedding stdlib (\(inputs.count) modules)",
+                displayName: "Embedding stdlib",
                 executable: try context.tool(named: "EmbedStdlib").url,
-                arguments: [output.path, root.path] + inputs.map(\.path),
+                arguments: [output.path, root.path],
                 inputFiles: inputs,
                 outputFiles: [output]
             ),

@@ -11,6 +11,7 @@ local sys = require "moonbox.sys"
 local json = require "moonbox.json"
 local process = require "moonbox.process"
 local state = require "moonbox.state"
+local security = require "moonbox.security"
 
 local container = {}
 
@@ -52,7 +53,8 @@ local SPEC_KEYS = {
   rootfs = true, command = true, hostname = true, env = true, cwd = true, user = true, namespaces = true,
   network = true, limits = true, mounts = true, readonly_rootfs = true, stdin = true, stdout = true,
   stderr = true, tty = true, timeout = true, init = true, setup = true, capture_limit = true, chroot = true,
-  name = true, masked_paths = true, readonly_paths = true,
+  name = true, masked_paths = true, readonly_paths = true, cap_add = true, cap_drop = true, seccomp = true,
+  no_new_privileges = true, rlimits = true,
 }
 container.spec_keys = SPEC_KEYS
 local LIMIT_KEYS = { memory = true, pids = true, cpus = true, swap = true, cpu_weight = true }
@@ -195,6 +197,37 @@ local function check_spec(spec)
   if spec.mounts ~= nil then
     if type(spec.mounts) ~= "table" then spec_error("mounts must be a list") end
     for i, m in ipairs(spec.mounts) do c.mounts[i] = normalize_mount(m, i) end
+  end
+  -- security: docker's capabilities and seccomp profile, and no_new_privs, unless the spec says otherwise
+  for _, k in ipairs({ "cap_add", "cap_drop" }) do
+    if spec[k] ~= nil and type(spec[k]) ~= "table" then spec_error(k .. " must be a list of capability names") end
+  end
+  local okc, caps = pcall(security.capabilities, spec.cap_add, spec.cap_drop)
+  if not okc then spec_error(tostring(caps):gsub("^.-: ", "")) end
+  c.capabilities = caps
+  if spec.seccomp == false then
+    c.seccomp = false
+  elseif spec.seccomp == nil or spec.seccomp == true then
+    c.seccomp = security.default_seccomp(caps)
+  else
+    local oks, profile = pcall(security.resolve_seccomp, spec.seccomp, caps)
+    if not oks then spec_error(tostring(profile)) end
+    c.seccomp = profile
+  end
+  c.no_new_privileges = spec.no_new_privileges ~= false
+  c.rlimits = {}
+  if spec.rlimits ~= nil then
+    if type(spec.rlimits) ~= "table" then spec_error("rlimits must be a table {nofile = 64, ...}") end
+    for k, v in pairs(spec.rlimits) do
+      if type(k) ~= "string" then spec_error("rlimits keys must be resource names") end
+      local soft, hard = v, v
+      if type(v) == "table" then soft, hard = v[1], v[2] or v[1] end
+      if not (math.type(soft) == "integer" or soft == "unlimited") or not (math.type(hard) == "integer" or hard == "unlimited") then
+        spec_error("rlimits." .. k .. " must be an integer, \"unlimited\" or {soft, hard}")
+      end
+      c.rlimits[#c.rlimits + 1] = { k, soft, hard }
+    end
+    table.sort(c.rlimits, function(a, b) return a[1] < b[1] end)
   end
   -- stdio
   c.stdin = spec.stdin or (c.tty and "inherit" or "null")
@@ -380,6 +413,22 @@ local function run_init(argv, env)
   end
 end
 
+-- Limits, capabilities, the user switch and no_new_privs, in the order they need:
+-- the bounding set is dropped while CAP_SETPCAP is still held, and a non-root user
+-- loses the rest at setuid.
+local function harden(c, user)
+  for _, r in ipairs(c.rlimits) do check(sys.setrlimit(r[1], r[2], r[3])) end
+  check(security.drop_bounding(c.capabilities))
+  if user then
+    check(sys.setgroups({}))
+    check(sys.setgid(user.gid))
+    check(sys.setuid(user.uid))
+  end
+  if not user or user.uid == 0 then check(security.set_capabilities(c.capabilities)) end
+  if c.no_new_privileges then check(sys.prctl("set_no_new_privs")) end
+end
+container.harden = harden
+
 local function child_main(c, io_fds, sync_r, err_w)
   local step = "start"
   local ok, err = xpcall(function()
@@ -425,12 +474,8 @@ local function child_main(c, io_fds, sync_r, err_w)
       local ok2, e2 = xpcall(c.setup, debug.traceback, sys)
       if not ok2 then error({ message = "setup: " .. tostring(type(e2) == "table" and e2.message or e2) }, 0) end
     end
-    if c.user then
-      step = "user"
-      check(sys.setgroups({}))
-      check(sys.setgid(c.user.gid))
-      check(sys.setuid(c.user.uid))
-    end
+    step = "security"
+    harden(c, c.user)
     step = "cwd"
     check(sys.chdir(c.cwd))
     -- CVE-2024-21626: the working folder must be inside the container's root.
@@ -438,6 +483,12 @@ local function child_main(c, io_fds, sync_r, err_w)
     if not cwd or cwd:sub(1, 1) ~= "/" then error({ message = "chdir(" .. c.cwd .. "): working folder is outside the container" }, 0) end
     step = "fds"
     check(sys.close_range(3, nil, { "cloexec" }))
+    -- seccomp last, just before exec: nothing of the setup runs under it.
+    if c.seccomp then
+      step = "seccomp"
+      local oks, smsg, serr = sys.seccomp_load(c.seccomp)
+      check(oks, smsg, serr)
+    end
   end, function(e)
     if type(e) == "table" then return e end
     return { message = debug.traceback(tostring(e), 2) }
@@ -479,6 +530,8 @@ function container.new(spec)
   return self
 end
 
+local warned_devices = false
+
 local function set_limits(self)
   local l = self.spec.limits
   local g = self.group
@@ -499,6 +552,11 @@ local function set_limits(self)
     set("cpu.max", string.format("%d %d", math.max(1000, math.floor(l.cpus * period + 0.5)), period))
   end
   if l.cpu_weight then set("cpu.weight", l.cpu_weight) end
+  local ok, why = security.restrict_devices(g)
+  if not ok and not warned_devices then
+    warned_devices = true
+    io.stderr:write("moonbox: warning: devices are not restricted: ", tostring(why), "\n")
+  end
 end
 
 local function open_output(self, which, fds)
@@ -849,10 +907,15 @@ function Container:exec(argv, opts)
     end
     if in_r then sys.dup2(in_r, 0) end
     if capture then sys.dup2(out_w, 1) sys.dup2(err_w, 2) end
-    if user then sys.setgroups({}) sys.setgid(user.gid) sys.setuid(user.uid) end
+    local okh, herr = pcall(harden, self.spec, user)
+    if not okh then sys.write(rep_w, tostring(herr.message or herr)) sys._exit(126) end
     local okc, msg = sys.chdir(opts.cwd or self.spec.cwd)
     if not okc then sys.write(rep_w, msg) sys._exit(126) end
     sys.close_range(3, nil, { "cloexec" })
+    if self.spec.seccomp then
+      local oks, smsg = sys.seccomp_load(self.spec.seccomp)
+      if not oks then sys.write(rep_w, smsg) sys._exit(126) end
+    end
     local _, emsg, errno = sys.exec(argv, env)
     sys.write(rep_w, emsg)
     sys._exit(errno == "ENOENT" and 127 or 126)

@@ -9,6 +9,7 @@
 #include <lua5.4/lua.h>
 #include <lua5.4/lauxlib.h>
 #include <lua5.4/lualib.h>
+#include <seccomp.h>
 #include <sys/types.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -111,6 +112,9 @@ size_t mb_termios_size(void);
 int mb_tcgetattr(int fd, void *out);
 int mb_tcsetattr(int fd, const void *in);
 void mb_cfmakeraw(void *t);
+
+// ---- seccomp ----
+static inline uint32_t mb_SCMP_ACT_ERRNO(uint32_t e) { return SCMP_ACT_ERRNO(e); }
 
 // ---- signals ----
 // Installs a handler that records `sig` (without SA_RESTART, so blocking calls
