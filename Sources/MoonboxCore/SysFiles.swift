@@ -190,6 +190,27 @@ let fileFunctions: [(String, LuaFunction)] = [
         let path = try Args(lua, "chdir").string(1, "path")
         return Glibc.chdir(path) == 0 ? lua.ok() : lua.fail("chdir(\(path))")
     }),
+    ("fchdir", { lua in
+        let fd = try Args(lua, "fchdir").fd(1, "fd")
+        return Glibc.fchdir(fd) == 0 ? lua.ok() : lua.fail("fchdir(fd \(fd))")
+    }),
+    // statvfs(path): {flags={"ro", "nosuid", ...}, block_size=, blocks=, blocks_free=, files=, files_free=}.
+    // The flags are what a bind remount must keep in a user namespace.
+    ("statvfs", { lua in
+        let path = try Args(lua, "statvfs").string(1, "path")
+        var sv = statvfs()
+        if statvfs(path, &sv) != 0 { return lua.fail("statvfs(\(path))") }
+        let names: [(UInt, String)] = [(1, "ro"), (2, "nosuid"), (4, "nodev"), (8, "noexec"), (16, "sync"),
+                                       (1024, "noatime"), (2048, "nodiratime"), (4096, "relatime")]
+        lua.newTable()
+        lua.set("flags") { lua.push(list: names.filter { sv.f_flag & $0.0 != 0 }.map(\.1)) }
+        lua.set("block_size", Int(sv.f_bsize))
+        lua.set("blocks", Int(sv.f_blocks))
+        lua.set("blocks_free", Int(sv.f_bfree))
+        lua.set("files", Int(sv.f_files))
+        lua.set("files_free", Int(sv.f_ffree))
+        return 1
+    }),
     ("getcwd", { lua in
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         guard Glibc.getcwd(&buf, buf.count) != nil else { return lua.fail("getcwd()") }

@@ -281,7 +281,9 @@ let processFunctions: [(String, LuaFunction)] = [
     }),
     ("setns", { lua in
         let a = Args(lua, "setns")
-        let path = try a.string(1, "path")
+        // A namespace file's path, or an open fd of one (to come back to a saved namespace).
+        let heldFd: Int32? = lua.type(1) == LUA_TSTRING ? nil : try a.fd(1, "path")
+        let path = try heldFd.map { "fd \($0)" } ?? a.string(1, "path")
         let kind = try a.optString(2, "kind")
         var nstype: Int32 = 0
         if let kind {
@@ -290,6 +292,7 @@ let processFunctions: [(String, LuaFunction)] = [
             }
             nstype = f
         }
+        if let heldFd { return mb_setns(heldFd, nstype) == 0 ? lua.ok() : lua.fail("setns(\(path))") }
         let fd = mb_open(path, O_RDONLY | O_CLOEXEC, 0)
         if fd < 0 { return lua.fail("setns(\(path))") }
         defer { Glibc.close(fd) }

@@ -15,11 +15,12 @@ struct Moonbox: ParsableCommand {
           moonbox run -e 'print(require("moonbox.sys").getpid())'
           moonbox repl                     an interactive prompt with the stdlib
           moonbox box --rootfs ./rootfs --memory 256M -- /bin/sh -c 'echo hi'
+          moonbox sandbox --rootfs ./rootfs --time 1 --mem 64M --meta meta.txt -- ./prog
           moonbox test Tests/lua           run *_test.lua files
           moonbox gc                       remove what killed runs left behind
         """,
         version: moonboxVersion,
-        subcommands: [Run.self, Repl.self, Box.self, Gc.self, Test.self],
+        subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Gc.self, Test.self],
         defaultSubcommand: Run.self
     )
 }
@@ -99,6 +100,20 @@ struct Box: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "OPTIONS -- CMD [ARG...]")
     var arguments: [String] = []
     func run() throws { runStdlib("moonbox.box", arguments) }
+}
+
+struct Sandbox: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one untrusted job in a strict box, with isolate-style verdicts.",
+        discussion: """
+        moonbox sandbox --rootfs DIR [--time S] [--wall-time S] [--mem SIZE] [--pids N]
+                        [--output-limit BYTES] [--dir SRC:DST] [--out DIR] [--meta FILE] [--json] -- CMD...
+        `moonbox sandbox --help` inside lists every option.
+        """
+    )
+    @Argument(parsing: .captureForPassthrough, help: "OPTIONS -- CMD [ARG...]")
+    var arguments: [String] = []
+    func run() throws { runStdlib("moonbox.sandbox", arguments) }
 }
 
 struct Gc: ParsableCommand {

@@ -54,7 +54,8 @@ local SPEC_KEYS = {
   network = true, limits = true, mounts = true, readonly_rootfs = true, stdin = true, stdout = true,
   stderr = true, tty = true, timeout = true, init = true, setup = true, capture_limit = true, chroot = true,
   name = true, masked_paths = true, readonly_paths = true, cap_add = true, cap_drop = true, seccomp = true,
-  no_new_privileges = true, rlimits = true,
+  no_new_privileges = true, rlimits = true, cpu_time = true, kill_on_output_limit = true, id_map = true,
+  mount_namespace = true,
 }
 container.spec_keys = SPEC_KEYS
 local LIMIT_KEYS = { memory = true, pids = true, cpus = true, swap = true, cpu_weight = true }
@@ -150,6 +151,15 @@ local function check_spec(spec)
   if c.hostname ~= nil and type(c.hostname) ~= "string" then spec_error("hostname must be a string") end
   if type(c.cwd) ~= "string" or c.cwd:sub(1, 1) ~= "/" then spec_error("cwd must be an absolute path") end
   if c.timeout ~= nil and (type(c.timeout) ~= "number" or c.timeout <= 0) then spec_error("timeout must be seconds > 0") end
+  c.cpu_time = spec.cpu_time
+  if c.cpu_time ~= nil and (type(c.cpu_time) ~= "number" or c.cpu_time <= 0) then spec_error("cpu_time must be seconds > 0") end
+  c.kill_on_output_limit = spec.kill_on_output_limit and true or false
+  c.id_map = spec.id_map
+  if c.id_map ~= nil and (type(c.id_map) ~= "table" or type(c.id_map[1]) ~= "table") then
+    spec_error("id_map must be a list of {inside, outside, count}")
+  end
+  c.mount_namespace = spec.mount_namespace
+  if c.mount_namespace ~= nil and type(c.mount_namespace) ~= "string" then spec_error("mount_namespace must be a path") end
   if c.setup ~= nil and type(c.setup) ~= "function" then spec_error("setup must be a function(sys)") end
   if math.type(c.capture_limit) ~= "integer" or c.capture_limit < 0 then spec_error("capture_limit must be bytes >= 0") end
   -- network and namespaces
@@ -216,6 +226,10 @@ local function check_spec(spec)
   end
   c.no_new_privileges = spec.no_new_privileges ~= false
   c.rlimits = {}
+  if c.cpu_time then
+    -- A backstop per process; the group's total is watched by the parent.
+    c.rlimits[1] = { "cpu", math.ceil(c.cpu_time) + 1, math.ceil(c.cpu_time) + 2 }
+  end
   if spec.rlimits ~= nil then
     if type(spec.rlimits) ~= "table" then spec_error("rlimits must be a table {nofile = 64, ...}") end
     for k, v in pairs(spec.rlimits) do
@@ -288,6 +302,16 @@ local function check(ok, msg, errno)
   return ok
 end
 
+-- A bind remount read-only that keeps the mount's other flags: in a user namespace the
+-- kernel refuses a remount that would drop a locked nosuid, nodev, noexec or atime flag.
+local function remount_ro(path, extra)
+  local flags = { "bind", "remount", "ro" }
+  local sv = sys.statvfs(path)
+  for _, f in ipairs(sv and sv.flags or {}) do if f ~= "ro" then flags[#flags + 1] = f end end
+  for _, f in ipairs(extra or {}) do flags[#flags + 1] = f end
+  check(sys.mount(nil, path, nil, flags))
+end
+
 local function mkdir_target(path, is_file)
   if sys.lstat(path) then return end
   if is_file then
@@ -338,7 +362,7 @@ local function setup_mounts(c, root)
   if not sys.mount("sysfs", root .. "/sys", "sysfs", { "nosuid", "nodev", "noexec", "ro" }) then
     -- sysfs needs a net namespace of our own; otherwise bind the host's, read-only.
     check(sys.mount("/sys", root .. "/sys", nil, { "rbind" }))
-    check(sys.mount(nil, root .. "/sys", nil, { "bind", "remount", "ro", "nosuid", "nodev", "noexec" }))
+    remount_ro(root .. "/sys", { "nosuid", "nodev", "noexec" })
   end
   for _, m in ipairs(c.mounts) do
     local target = root .. m.target
@@ -346,7 +370,7 @@ local function setup_mounts(c, root)
       local st = check(sys.stat(m.source))
       mkdir_target(target, st.type ~= "dir")
       check(sys.mount(m.source, target, nil, { "bind", "rec" }))
-      if m.readonly then check(sys.mount(nil, target, nil, { "bind", "remount", "ro" })) end
+      if m.readonly then remount_ro(target) end
     elseif m.type == "tmpfs" then
       mkdir_target(target)
       local data = "mode=" .. (m.mode or "1777") .. (m.size and (",size=" .. m.size) or "")
@@ -383,10 +407,10 @@ local function mask_paths(c)
   for _, p in ipairs(c.readonly_paths) do
     if sys.stat(p) then
       check(sys.mount(p, p, nil, { "bind", "rec" }))
-      check(sys.mount(nil, p, nil, { "bind", "remount", "ro", "nosuid", "nodev", "noexec" }))
+      remount_ro(p, { "nosuid", "nodev", "noexec" })
     end
   end
-  if c.readonly_rootfs then check(sys.mount(nil, "/", nil, { "bind", "remount", "ro" })) end
+  if c.readonly_rootfs then remount_ro("/") end
 end
 
 -- A minimal PID 1 (docker's --init): runs the command as its child, forwards signals to
@@ -420,7 +444,8 @@ local function harden(c, user)
   for _, r in ipairs(c.rlimits) do check(sys.setrlimit(r[1], r[2], r[3])) end
   check(security.drop_bounding(c.capabilities))
   if user then
-    check(sys.setgroups({}))
+    -- In a user namespace setgroups is denied (the map was written that way): no groups to drop.
+    if not c.namespaces.user then check(sys.setgroups({})) end
     check(sys.setgid(user.gid))
     check(sys.setuid(user.uid))
   end
@@ -440,6 +465,13 @@ local function child_main(c, io_fds, sync_r, err_w)
     local go = sys.read(sync_r, 1)
     if go ~= "g" then sys._exit(125) end  -- the parent went away
     sync_r:close()
+    if c.namespaces.user then
+      -- Become the namespace's root (the mapped uid 0): until then files made here would
+      -- belong to an unmapped owner.
+      step = "user namespace"
+      check(sys.setgid(0))
+      check(sys.setuid(0))
+    end
     if c.namespaces.cgroup then step = "unshare(cgroup)"; check(sys.unshare({ "cgroup" })) end
     step = "stdio"
     if io_fds.stdin then check(sys.dup2(io_fds.stdin, 0)) end
@@ -606,9 +638,24 @@ function Container:start()
     local names = {}
     for n in pairs(c.namespaces) do if n ~= "cgroup" then names[#names + 1] = n end end
     table.sort(names)
+    -- A base mount namespace (a sandbox box's): step into it just for the clone, whose
+    -- new mount namespace then starts as its copy, and come back.
+    local home_ns, home_cwd
+    if c.mount_namespace then
+      home_ns = assert(sys.open("/proc/self/ns/mnt", "rdonly"))
+      home_cwd = assert(sys.open(".", { "rdonly", "directory" }))
+      local okn, msgn = sys.setns(c.mount_namespace, "mount")
+      if not okn then raise("container setup failed: " .. msgn, { step = "clone" }, 3) end
+    end
     local pid, msg = sys.clone(names)
-    if not pid then raise("container setup failed: " .. msg, { step = "clone" }, 3) end
     if pid == 0 then child_main(c, fds, sync_r, err_w) end
+    if home_ns then
+      assert(sys.setns(home_ns, "mount"))
+      assert(sys.fchdir(home_cwd))
+      home_ns:close()
+      home_cwd:close()
+    end
+    if not pid then raise("container setup failed: " .. msg, { step = "clone" }, 3) end
     self.pid = pid
     self.started = sys.clock_gettime("monotonic")
     sys.close(sync_r)
@@ -619,7 +666,8 @@ function Container:start()
     if not okc then raise("container setup failed: " .. msgc, { step = "cgroup" }, 3) end
     if c.namespaces.user then
       local uid, gid = sys.getuid(), sys.getgid()
-      local okm, msgm = sys.id_map(pid, { uid = { { 0, uid, 1 } }, gid = { { 0, gid, 1 } } })
+      local okm, msgm = sys.id_map(pid, c.id_map and { uid = c.id_map, gid = c.id_map }
+        or { uid = { { 0, uid, 1 } }, gid = { { 0, gid, 1 } } })
       if not okm then raise("container setup failed: " .. msgm, { step = "id_map" }, 3) end
     end
     sys.write(sync_w, "g")
@@ -688,6 +736,10 @@ local function pump_output(self, ready)
         local room = self.spec.capture_limit - cap.total
         if room > 0 then cap.parts[#cap.parts + 1] = chunk:sub(1, room) end
         cap.total = cap.total + #chunk
+        if cap.total > self.spec.capture_limit and self.spec.kill_on_output_limit and not self.output_exceeded then
+          self.output_exceeded = true
+          sys.cgroup_set(self.group, "cgroup.kill", 1)
+        end
       end
     end
   end
@@ -741,9 +793,13 @@ function Container:_result()
   local user, system = cgroup_number(cpu, "user_usec"), cgroup_number(cpu, "system_usec")
   r.cpu = { user = (user or 0) / 1e6, sys = (system or 0) / 1e6, total = ((user or 0) + (system or 0)) / 1e6 }
   r.memory_peak = tonumber(sys.cgroup_get(self.group, "memory.peak") or "")
+  r.pids_peak = tonumber(sys.cgroup_get(self.group, "pids.peak") or "")
+  r.max_rss_kb = st.rusage and st.rusage.maxrss_kb
+  r.cpu_time_exceeded = self.cpu_time_exceeded or false
+  r.output_exceeded = self.output_exceeded or false
   local kills = cgroup_number(sys.cgroup_get(self.group, "memory.events"), "oom_kill") or 0
   r.oom_killed = kills > 0 and st.status == "signaled" and st.signal == 9
-  if r.timed_out then
+  if r.timed_out or r.cpu_time_exceeded then
     r.status = "timeout"
   elseif r.oom_killed then
     r.status = "oom"
@@ -778,6 +834,11 @@ local function wait_some(list, deadline)
         local t = c.started + c.spec.timeout
         if not next_deadline or t < next_deadline then next_deadline = t end
       end
+      if c.spec.cpu_time then
+        -- CPU time is the group's, all processes together: look at it every 20 ms.
+        local t = sys.clock_gettime("monotonic") + 0.02
+        if not next_deadline or t < next_deadline then next_deadline = t end
+      end
     end
     local now = sys.clock_gettime("monotonic")
     local ready = sys.poll(fds, next_deadline and math.max(0, next_deadline - now) or nil)
@@ -791,6 +852,14 @@ local function wait_some(list, deadline)
         c.timed_out = true
         sys.cgroup_set(c.group, "cgroup.kill", 1)
         sys.kill(c.pid, "KILL")
+      end
+      if c.spec.cpu_time and not c.cpu_time_exceeded and c.state == "running" then
+        local used = cgroup_number(sys.cgroup_get(c.group, "cpu.stat"), "usage_usec")
+        if used and used / 1e6 >= c.spec.cpu_time then
+          c.cpu_time_exceeded = true
+          sys.cgroup_set(c.group, "cgroup.kill", 1)
+          sys.kill(c.pid, "KILL")
+        end
       end
       if set[c.pidfd] then
         local st = sys.wait(c.pid, { nohang = true })
