@@ -7,9 +7,8 @@
 --   print(t.status, t.time, t.memory_peak)                           -- OK RE SG TO ML OL XX
 --
 -- The box: a user namespace (root inside is an unprivileged uid outside, and the job runs as
--- uid 1000 inside), every capability dropped, a read-only rootfs, size-limited tmpfs for /tmp
--- and for the work folder /box, inputs read-only, an output folder as the only other writable
--- place, no network, a new session, a minimal environment, death with the parent, seccomp,
+-- uid 1000 inside), every capability dropped, a read-only rootfs, size-limited tmpfs for /tmp,
+-- for the work folder /box and for /output (copied to the host afterwards), inputs read-only, no network, a new session, a minimal environment, death with the parent, seccomp,
 -- and strict rlimits in the style of nsjail.
 local sys = require "moonbox.sys"
 local container = require "moonbox.container"
@@ -25,7 +24,7 @@ sandbox.uid_count = 65536
 
 sandbox.defaults = {
   uid = 1000, memory = "256M", pids = 64, cpus = 1, time = 10, wall_time = 30,
-  output_limit = 1 << 20, file_size = "64M", open_files = 64, work_size = "128M", tmp_size = "64M",
+  output_limit = 1 << 20, file_size = "64M", open_files = 64, work_size = "128M", tmp_size = "64M", output_size = "64M",
   stack = "8M", network = false,
 }
 
@@ -33,6 +32,7 @@ local OPTION_KEYS = {
   rootfs = true, uid = true, memory = true, pids = true, cpus = true, time = true, wall_time = true,
   output_limit = true, file_size = true, open_files = true, work_size = true, tmp_size = true, stack = true,
   network = true, inputs = true, output = true, env = true, stdin = true, seccomp = true, cwd = true,
+  output_size = true,
 }
 
 local function option_error(msg) error("sandbox: " .. msg, 4) end
@@ -189,6 +189,9 @@ function sandbox.open(opts)
   self.inputs = normalize_inputs(o.inputs)
   -- The folder the keeper mounts its tmpfs on; on the host it stays an empty folder.
   self.dir = assert(sys.mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/moonbox-" .. self.id .. "-"))
+  assert(sys.chmod(self.dir, tonumber("755", 8)))  -- the job's user namespace reaches its mounts through it
+  assert(sys.mkdir(self.dir .. "/work"))
+  assert(sys.mkdir(self.dir .. "/out"))
   self.record = state.new(self.id, { dirs = { self.dir } })
   local ok, err = pcall(function()
     for _, t in ipairs({ "/box", "/tmp", "/output", "/proc", "/dev", "/sys" }) do ensure_mountpoint(o.rootfs, t) end
@@ -207,9 +210,13 @@ function sandbox.open(opts)
       if not okm then fail(msg) end
       okm, msg = sys.mount(nil, "/", nil, { "rprivate" })
       if not okm then fail(msg) end
-      okm, msg = sys.mount("tmpfs", self.dir, "tmpfs", { "nosuid", "nodev" },
-        string.format("size=%d,mode=0755,uid=%d,gid=%d", size_bytes("work_size", o.work_size), self.outside_uid, self.outside_uid))
-      if not okm then fail(msg) end
+      -- /box and /output: tmpfs of their own, so no job can fill the host's disk.
+      for _, part in ipairs({ { "work", o.work_size }, { "out", o.output_size } }) do
+        local path = self.dir .. "/" .. part[1]
+        okm, msg = sys.mount("tmpfs", path, "tmpfs", { "nosuid", "nodev" },
+          string.format("size=%d,mode=0755,uid=%d,gid=%d", size_bytes(part[1] .. "_size", part[2]), self.outside_uid, self.outside_uid))
+        if not okm then fail(msg) end
+      end
       sys.write(ready_w, "r")
       ready_w:close()
       sys.read(hold_r, 1)  -- until the box closes
@@ -249,16 +256,18 @@ function Box:run(argv, opts)
   local o = merge(self.options, opts)
   local env = { PATH = "/usr/local/bin:/usr/bin:/bin", HOME = "/box", LANG = "C.UTF-8" }
   for k, v in pairs(o.env or {}) do env[k] = v end
+  -- The keeper's tmpfs, seen from the host through its root; /output starts empty each run.
+  local out_inside = "/proc/" .. self.keeper .. "/root" .. self.dir .. "/out"
+  for _, name in ipairs(sys.listdir(out_inside) or {}) do assert(sys.remove_tree(out_inside .. "/" .. name)) end
   local mounts = {
-    { type = "bind", source = self.dir, target = "/box" },
+    { type = "bind", source = self.dir .. "/work", target = "/box" },
+    { type = "bind", source = self.dir .. "/out", target = "/output" },
     { type = "tmpfs", target = "/tmp", size = tostring(size_bytes("tmp_size", o.tmp_size)), mode = "1777" },
   }
   for _, m in ipairs(self.inputs) do mounts[#mounts + 1] = { type = "bind", source = m.source, target = m.target, readonly = true } end
   if o.output then
     local st = sys.stat(o.output)
     if not st or st.type ~= "dir" then error("sandbox: output " .. tostring(o.output) .. " is not a folder", 2) end
-    assert(sys.chown(o.output, self.outside_uid, self.outside_uid))
-    mounts[#mounts + 1] = { type = "bind", source = o.output, target = "/output" }
   end
   local namespaces = { "mount", "uts", "ipc", "pid", "user", "cgroup" }
   if not o.network then namespaces[#namespaces + 1] = "net" end
@@ -277,8 +286,41 @@ function Box:run(argv, opts)
   }
   self.runs = self.runs + 1
   local ok, result = pcall(container.run, spec)
-  if not ok then return sandbox.verdict(nil, result) end
-  return sandbox.verdict(result)
+  local v = sandbox.verdict(ok and result or nil, not ok and result or nil)
+  if o.output then v.output_files = sandbox.copy_out(out_inside, o.output) end
+  return v
+end
+
+--- Copies what a job left in its output folder to `to` on the host: regular files and
+-- folders only (no links, no devices), without set-id bits. Returns the paths copied.
+function sandbox.copy_out(from, to)
+  local copied = {}
+  local function walk(src, dst, rel)
+    for _, name in ipairs(sys.listdir(src) or {}) do
+      local s_path, d_path = src .. "/" .. name, dst .. "/" .. name
+      local st = sys.lstat(s_path)
+      if st and st.type == "dir" then
+        assert(sys.mkdir(d_path))
+        walk(s_path, d_path, rel .. name .. "/")
+      elseif st and st.type == "file" then
+        local fd = sys.open(s_path, { "rdonly", "nofollow" })
+        if fd then
+          local out = assert(io.open(d_path, "wb"))
+          while true do
+            local chunk = sys.read(fd, 1 << 16)
+            if not chunk or chunk == "" then break end
+            out:write(chunk)
+          end
+          out:close()
+          fd:close()
+          sys.chmod(d_path, st.mode & tonumber("0777", 8))
+          copied[#copied + 1] = rel .. name
+        end
+      end
+    end
+  end
+  walk(from, to, "")
+  return copied
 end
 
 --- Ends the box: the keeper goes, and with it the work folder's tmpfs.
@@ -290,8 +332,11 @@ function Box:close()
     sys.kill(self.keeper, "KILL")
     sys.wait(self.keeper)
   end
-  if self.dir then sys.rmdir(self.dir) end
-  if self.record then self.record:remove() end
+  -- With the keeper gone its tmpfs are gone too: only empty folders remain.
+  local ok, err = true, nil
+  if self.dir then ok, err = sys.remove_tree(self.dir) end
+  if ok and self.record then self.record:remove() end
+  if not ok then error("sandbox: closing " .. self.id .. ": " .. tostring(err), 2) end
 end
 
 --- One job in a fresh box: open, run, close.
@@ -325,7 +370,7 @@ options:
   --fsize SIZE          largest file the job may write (default 64M)
   --open-files N        open-files limit (default 64)
   --dir SRC:DST         bind SRC read-only at DST
-  --out DIR             bind DIR read-write at /output: the only place a result goes
+  --out DIR             what the job writes to /output (a tmpfs) is copied here afterwards
   --env NAME=VALUE      environment variable (the environment is minimal otherwise)
   --uid N               the job's uid inside (default 1000)
   --share-net           keep the host network (off by default)
