@@ -179,6 +179,15 @@ function sandbox.open(opts)
   end
   local st = sys.stat(o.rootfs)
   if not st or st.type ~= "dir" then option_error("rootfs " .. tostring(o.rootfs) .. " is not a folder") end
+  -- The box's root is an unprivileged uid on the host: every folder above the rootfs must let it through.
+  local path = ""
+  for part in o.rootfs:gmatch("[^/]+") do
+    path = path .. "/" .. part
+    local pst = sys.stat(path)
+    if pst and pst.mode & 1 == 0 then
+      option_error(string.format("rootfs %s is out of the box's reach: %s has mode %o (others need x)", o.rootfs, path, pst.mode))
+    end
+  end
   if math.type(o.uid) ~= "integer" or o.uid < 0 or o.uid >= sandbox.uid_count then
     option_error("uid must be an integer below " .. sandbox.uid_count)
   end
@@ -263,6 +272,7 @@ function Box:run(argv, opts)
     { type = "bind", source = self.dir .. "/work", target = "/box" },
     { type = "bind", source = self.dir .. "/out", target = "/output" },
     { type = "tmpfs", target = "/tmp", size = tostring(size_bytes("tmp_size", o.tmp_size)), mode = "1777" },
+    { type = "tmpfs", target = "/dev/shm", size = tostring(size_bytes("tmp_size", o.tmp_size)), mode = "1777" },
   }
   for _, m in ipairs(self.inputs) do mounts[#mounts + 1] = { type = "bind", source = m.source, target = m.target, readonly = true } end
   if o.output then
