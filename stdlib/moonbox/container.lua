@@ -15,6 +15,17 @@ local security = require "moonbox.security"
 
 local container = {}
 
+-- Running as a plain user: a user namespace maps the user to root inside.
+local rootless = sys.geteuid() ~= 0
+container.rootless = rootless
+
+-- The container's cgroup calls. Without a cgroup (rootless, with nothing delegated) they
+-- do nothing, and the caller was warned that limits are off.
+local function cg(group, fn, ...)
+  if not group then return nil, "no cgroup", "ENOENT" end
+  return fn(group, ...)
+end
+
 local DEFAULT_NAMESPACES = { "mount", "uts", "ipc", "pid", "net", "cgroup" }
 local DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 local DEFAULT_CAPTURE_LIMIT = 16 << 20
@@ -176,6 +187,7 @@ local function check_spec(spec)
   end
   if c.network == "none" and not spec.namespaces then c.namespaces.net = true end
   if not c.namespaces.mount then spec_error("the mount namespace is required (the rootfs is mounted in it)") end
+  if rootless then c.namespaces.user = true end
   -- env: a map, defaults as docker gives them
   c.env = { PATH = DEFAULT_PATH, HOME = (c.user and c.user.uid ~= 0) and "/" or "/root", HOSTNAME = c.hostname or "moonbox" }
   if c.tty then c.env.TERM = os.getenv("TERM") or "xterm" end
@@ -325,7 +337,16 @@ end
 
 -- /dev as runc makes it: a tmpfs with the standard nodes (bind-mounted from the host where
 -- mknod is not allowed, as in a user namespace), the fd links, pts, shm and mqueue.
-local function setup_dev(root)
+-- gid 5 (tty) exists in the container only when its id map covers it.
+local function maps_tty_group(c)
+  if not c.namespaces.user then return true end
+  for _, m in ipairs(c.id_map or {}) do
+    if m[1] <= 5 and 5 < m[1] + m[3] then return true end
+  end
+  return false
+end
+
+local function setup_dev(c, root)
   local dev = root .. "/dev"
   mkdir_target(dev)
   check(sys.mount("tmpfs", dev, "tmpfs", { "nosuid", "strictatime" }, "mode=755,size=65536k"))
@@ -343,7 +364,8 @@ local function setup_dev(root)
     check(sys.symlink(target, dev .. "/" .. name))
   end
   mkdir_target(dev .. "/pts")
-  check(sys.mount("devpts", dev .. "/pts", "devpts", { "nosuid", "noexec" }, "newinstance,ptmxmode=0666,mode=0620,gid=5"))
+  check(sys.mount("devpts", dev .. "/pts", "devpts", { "nosuid", "noexec" },
+    "newinstance,ptmxmode=0666,mode=0620" .. (maps_tty_group(c) and ",gid=5" or "")))
   mkdir_target(dev .. "/shm")
   check(sys.mount("shm", dev .. "/shm", "tmpfs", { "nosuid", "nodev", "noexec" }, "mode=1777,size=65536k"))
   mkdir_target(dev .. "/mqueue")
@@ -357,7 +379,7 @@ local function setup_mounts(c, root)
   check(sys.mount(root, root, nil, { "bind", "rec" }))
   mkdir_target(root .. "/proc")
   check(sys.mount("proc", root .. "/proc", "proc", { "nosuid", "nodev", "noexec" }))
-  setup_dev(root)
+  setup_dev(c, root)
   mkdir_target(root .. "/sys")
   if not sys.mount("sysfs", root .. "/sys", "sysfs", { "nosuid", "nodev", "noexec", "ro" }) then
     -- sysfs needs a net namespace of our own; otherwise bind the host's, read-only.
@@ -459,12 +481,14 @@ local function child_main(c, io_fds, sync_r, err_w)
   local ok, err = xpcall(function()
     step = "prctl"
     check(sys.prctl("set_pdeathsig", "KILL"))
-    check(sys.prctl("set_dumpable", false))
     -- Wait for the parent: cgroup, id maps and limits are in place when it says go.
     step = "sync"
     local go = sys.read(sync_r, 1)
     if go ~= "g" then sys._exit(125) end  -- the parent went away
     sync_r:close()
+    -- Non-dumpable from here to exec: nothing in the container may read or ptrace this
+    -- process (its /proc files turn root-owned; the parent needed them for the id maps).
+    check(sys.prctl("set_dumpable", false))
     if c.namespaces.user then
       -- Become the namespace's root (the mapped uid 0): until then files made here would
       -- belong to an unmapped owner.
@@ -564,9 +588,23 @@ end
 
 local warned_devices = false
 
+local warned_cgroups = false
+
 local function set_limits(self)
   local l = self.spec.limits
   local g = self.group
+  if rootless then
+    -- A cgroup only where this user was delegated one; otherwise limits are off, out loud.
+    local ok, msg = sys.cgroup_set(g, "pids.max", l.pids or "max")
+    if not ok then
+      self.group = nil
+      if next(l) and not warned_cgroups then
+        warned_cgroups = true
+        io.stderr:write("moonbox: warning: cgroup limits are off: this user has no delegated cgroup (", msg, ")\n")
+      end
+      return
+    end
+  end
   local function set(key, value)
     local ok, msg = sys.cgroup_set(g, key, value)
     if not ok then raise("container setup failed: " .. msg, { step = "cgroup" }, 4) end
@@ -585,7 +623,7 @@ local function set_limits(self)
   end
   if l.cpu_weight then set("cpu.weight", l.cpu_weight) end
   local ok, why = security.restrict_devices(g)
-  if not ok and not warned_devices then
+  if not ok and not warned_devices and not rootless then
     warned_devices = true
     io.stderr:write("moonbox: warning: devices are not restricted: ", tostring(why), "\n")
   end
@@ -662,8 +700,8 @@ function Container:start()
     sys.close(err_w)
     for _, fd in pairs(fds) do if type(fd) ~= "number" then fd:close() end end
     self.pidfd = assert(sys.pidfd_open(pid))
-    local okc, msgc = sys.cgroup_attach(self.group, pid)
-    if not okc then raise("container setup failed: " .. msgc, { step = "cgroup" }, 3) end
+    local okc, msgc = cg(self.group, sys.cgroup_attach, pid)
+    if not okc and self.group then raise("container setup failed: " .. msgc, { step = "cgroup" }, 3) end
     if c.namespaces.user then
       local uid, gid = sys.getuid(), sys.getgid()
       local okm, msgm = sys.id_map(pid, c.id_map and { uid = c.id_map, gid = c.id_map }
@@ -738,7 +776,7 @@ local function pump_output(self, ready)
         cap.total = cap.total + #chunk
         if cap.total > self.spec.capture_limit and self.spec.kill_on_output_limit and not self.output_exceeded then
           self.output_exceeded = true
-          sys.cgroup_set(self.group, "cgroup.kill", 1)
+          cg(self.group, sys.cgroup_set, "cgroup.kill", 1)
         end
       end
     end
@@ -767,8 +805,8 @@ local function finish(self, st)
   self.ended = sys.clock_gettime("monotonic")
   self.exit = st
   -- Whatever the command left running in its group goes with it.
-  local procs = sys.cgroup_procs(self.group)
-  if procs and #procs > 0 then sys.cgroup_set(self.group, "cgroup.kill", 1) end
+  local procs = cg(self.group, sys.cgroup_procs)
+  if procs and #procs > 0 then cg(self.group, sys.cgroup_set, "cgroup.kill", 1) end
   while true do
     local any = false
     for _, cap in pairs(self.capture) do if cap.fd then any = true end end
@@ -789,15 +827,19 @@ function Container:_result()
   local st = self.exit
   local r = { id = self.id, wall = (self.ended or sys.clock_gettime("monotonic")) - self.started,
     code = st.code, signal = st.signal, signal_name = st.signal_name, timed_out = self.timed_out or false }
-  local cpu = sys.cgroup_get(self.group, "cpu.stat")
+  local cpu = cg(self.group, sys.cgroup_get, "cpu.stat")
   local user, system = cgroup_number(cpu, "user_usec"), cgroup_number(cpu, "system_usec")
   r.cpu = { user = (user or 0) / 1e6, sys = (system or 0) / 1e6, total = ((user or 0) + (system or 0)) / 1e6 }
-  r.memory_peak = tonumber(sys.cgroup_get(self.group, "memory.peak") or "")
-  r.pids_peak = tonumber(sys.cgroup_get(self.group, "pids.peak") or "")
+  if not self.group and st.rusage then
+    -- No cgroup: the kernel's account of the first process and the children it reaped.
+    r.cpu = { user = st.rusage.utime, sys = st.rusage.stime, total = st.rusage.utime + st.rusage.stime }
+  end
+  r.memory_peak = tonumber(cg(self.group, sys.cgroup_get, "memory.peak") or "")
+  r.pids_peak = tonumber(cg(self.group, sys.cgroup_get, "pids.peak") or "")
   r.max_rss_kb = st.rusage and st.rusage.maxrss_kb
   r.cpu_time_exceeded = self.cpu_time_exceeded or false
   r.output_exceeded = self.output_exceeded or false
-  local kills = cgroup_number(sys.cgroup_get(self.group, "memory.events"), "oom_kill") or 0
+  local kills = cgroup_number(cg(self.group, sys.cgroup_get, "memory.events"), "oom_kill") or 0
   r.oom_killed = kills > 0 and st.status == "signaled" and st.signal == 9
   if r.timed_out or r.cpu_time_exceeded then
     r.status = "timeout"
@@ -850,14 +892,14 @@ local function wait_some(list, deadline)
       pump_tty(c, set)
       if c.spec.timeout and not c.timed_out and now >= c.started + c.spec.timeout then
         c.timed_out = true
-        sys.cgroup_set(c.group, "cgroup.kill", 1)
+        cg(c.group, sys.cgroup_set, "cgroup.kill", 1)
         sys.kill(c.pid, "KILL")
       end
       if c.spec.cpu_time and not c.cpu_time_exceeded and c.state == "running" then
-        local used = cgroup_number(sys.cgroup_get(c.group, "cpu.stat"), "usage_usec")
+        local used = cgroup_number(cg(c.group, sys.cgroup_get, "cpu.stat"), "usage_usec")
         if used and used / 1e6 >= c.spec.cpu_time then
           c.cpu_time_exceeded = true
-          sys.cgroup_set(c.group, "cgroup.kill", 1)
+          cg(c.group, sys.cgroup_set, "cgroup.kill", 1)
           sys.kill(c.pid, "KILL")
         end
       end
@@ -905,7 +947,7 @@ end
 
 local function wait_frozen(self, want)
   for _ = 1, 500 do
-    if sys.cgroup_get(self.group, "cgroup.freeze") == want then return true end
+    if cg(self.group, sys.cgroup_get, "cgroup.freeze") == want then return true end
     sys.nanosleep(0.002)
   end
   error("container " .. self.id .. ": the freezer did not settle", 3)
@@ -913,24 +955,25 @@ end
 
 function Container:pause()
   if self.state ~= "running" then error("container " .. self.id .. " is " .. self.state .. ", not running", 2) end
-  assert(sys.cgroup_set(self.group, "cgroup.freeze", 1))
+  if not self.group then error("container " .. self.id .. ": pause needs a cgroup, and this one has none", 2) end
+  assert(cg(self.group, sys.cgroup_set, "cgroup.freeze", 1))
   wait_frozen(self, "1")
   self.paused = true
 end
 
 function Container:resume()
-  assert(sys.cgroup_set(self.group, "cgroup.freeze", 0))
+  assert(cg(self.group, sys.cgroup_set, "cgroup.freeze", 0))
   wait_frozen(self, "0")
   self.paused = false
 end
 
 --- Current usage: memory, pids and cpu from the container's cgroup.
 function Container:stats()
-  local cpu = sys.cgroup_get(self.group, "cpu.stat")
+  local cpu = cg(self.group, sys.cgroup_get, "cpu.stat")
   return {
-    memory = tonumber(sys.cgroup_get(self.group, "memory.current") or ""),
-    memory_peak = tonumber(sys.cgroup_get(self.group, "memory.peak") or ""),
-    pids = tonumber(sys.cgroup_get(self.group, "pids.current") or ""),
+    memory = tonumber(cg(self.group, sys.cgroup_get, "memory.current") or ""),
+    memory_peak = tonumber(cg(self.group, sys.cgroup_get, "memory.peak") or ""),
+    pids = tonumber(cg(self.group, sys.cgroup_get, "pids.current") or ""),
     cpu = { user = (cgroup_number(cpu, "user_usec") or 0) / 1e6, sys = (cgroup_number(cpu, "system_usec") or 0) / 1e6 },
     paused = self.paused or false, state = self.state,
   }
@@ -961,7 +1004,7 @@ function Container:exec(argv, opts)
   if pid == 0 then
     local ok, err = pcall(function()
       check(sys.prctl("set_dumpable", false))
-      check(sys.cgroup_attach(self.group, sys.getpid()))
+      if self.group then check(cg(self.group, sys.cgroup_attach, sys.getpid())) end
       for _, k in ipairs(kinds) do
         local flag = ({ mnt = "mount" })[k] or k
         if self.spec.namespaces[flag] then check(sys.setns("/proc/" .. target .. "/ns/" .. k, flag)) end
@@ -1018,8 +1061,8 @@ end
 function Container:remove()
   if self.state == "removed" or self.owner ~= sys.getpid() then return end
   if self.pid and self.state ~= "exited" then
-    if self.paused then pcall(sys.cgroup_set, self.group, "cgroup.freeze", 0) end
-    sys.cgroup_set(self.group, "cgroup.kill", 1)
+    if self.paused then pcall(cg, self.group, sys.cgroup_set, "cgroup.freeze", 0) end
+    cg(self.group, sys.cgroup_set, "cgroup.kill", 1)
     sys.kill(self.pid, "KILL")
     local st = sys.wait(self.pid)
     if st and not self.exit then
@@ -1035,10 +1078,11 @@ function Container:remove()
   local problems = {}
   -- The group empties once the kernel has reaped the killed processes.
   for _ = 1, 200 do
+    if not self.group then break end
     local ok, msg, errno = sys.cgroup_remove(self.group)
     if ok or errno == "ENOENT" then break end
     if errno ~= "EBUSY" then problems[#problems + 1] = msg break end
-    sys.cgroup_set(self.group, "cgroup.kill", 1)
+    cg(self.group, sys.cgroup_set, "cgroup.kill", 1)
     sys.nanosleep(0.005)
   end
   if self.cleanup then

@@ -6,7 +6,14 @@ local json = require "moonbox.json"
 
 local state = {}
 
-function state.dir() return os.getenv("MOONBOX_STATE") or "/run/moonbox" end
+function state.dir()
+  local dir = os.getenv("MOONBOX_STATE")
+  if dir then return dir end
+  if sys.geteuid() == 0 then return "/run/moonbox" end
+  -- A plain user keeps its records where it may write.
+  local runtime = os.getenv("XDG_RUNTIME_DIR")
+  return runtime and (runtime .. "/moonbox") or ("/tmp/moonbox-" .. sys.geteuid())
+end
 
 --- The start time of a process (clock ticks since boot), to tell it from a reused pid.
 function state.start_time(pid)
