@@ -151,6 +151,8 @@ int mb_signal_reset(int sig, int ignore) {
 }
 
 unsigned long long mb_signals_caught(int clear) {
+    // A forked child inherits the record, not the catch: it has caught nothing itself.
+    if (getpid() != catcher) return 0;
     if (clear) return __atomic_exchange_n(&caught_signals, 0, __ATOMIC_SEQ_CST);
     return __atomic_load_n(&caught_signals, __ATOMIC_SEQ_CST);
 }

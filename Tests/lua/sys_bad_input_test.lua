@@ -5,7 +5,7 @@ local process = require "moonbox.process"
 
 -- Functions whose every call has an effect beyond argument checking.
 local unsafe = { fork = true, clone = true, _exit = true, exec = true, setsid = true, unshare = true,
-  close_range = true, signal = true }
+  close_range = true, signal = true, seccomp_load = true }
 
 local junk = { false, true, 0, -1, math.maxinteger, math.mininteger, 2 ^ 70, 0 / 0, 0.5, "", "bogus", "\0nul", {}, { "bogus" }, { bogus = 1 }, print,
   io.stdout, 1e308 }
@@ -32,6 +32,12 @@ describe("bad input", function()
       return { problems = problems, calls = calls }
     end, { namespaces = sys.geteuid() == 0 and { "mount", "uts", "ipc", "net", "pid" } or {} })
     expect(report.problems).to_equal({})
+    -- seccomp_load, left out above because a valid table loads a filter, checks its input too.
+    expect(function() sys.seccomp_load({ syscalls = { { names = { "read" }, action = "SCMP_ACT_NOPE" } } }) end)
+      .to_fail("unknown action 'SCMP_ACT_NOPE'")
+    expect(function() sys.seccomp_load({ defaultAction = "bogus" }) end).to_fail("unknown action 'bogus'")
+    expect(function() sys.seccomp_load({ syscalls = { { names = { "read" }, action = "SCMP_ACT_ALLOW",
+      args = { { index = 9, op = "SCMP_CMP_EQ" } } } } }) end).to_fail("index must be 0 to 5")
     expect(report.calls).to_be_at_least(1000)
   end)
 

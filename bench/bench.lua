@@ -1,0 +1,212 @@
+-- The benchmark harness: moonbox against runc, crun, bubblewrap, unshare+chroot and the
+-- syscall floor (bench/floor.c), measured side by side as whole processes, alternating the
+-- runtimes (A B C A B C ...) after warm-up runs. Run it through scripts/bench.
+--   moonbox run bench/bench.lua --moonbox PATH --floor PATH [--runs N] [--out FILE.json] [--md FILE.md]
+local sys = require "moonbox.sys"
+local process = require "moonbox.process"
+local rootfs = require "moonbox.rootfs"
+local fs = require "moonbox.fs"
+local json = require "moonbox.json"
+
+local opts = { runs = 30, warmup = 3, batch_rounds = 5 }
+do
+  local i = 1
+  while i <= #arg do
+    local a, v = arg[i], arg[i + 1]
+    if a == "--runs" then opts.runs = tonumber(v) i = i + 1
+    elseif a == "--moonbox" then opts.moonbox = v i = i + 1
+    elseif a == "--floor" then opts.floor = v i = i + 1
+    elseif a == "--out" then opts.out = v i = i + 1
+    elseif a == "--md" then opts.md = v i = i + 1
+    else error("bench: unknown argument " .. a, 0) end
+    i = i + 1
+  end
+end
+assert(opts.moonbox and opts.floor, "bench: --moonbox and --floor are required")
+
+local function have(tool) return process.run({ "sh", "-c", "command -v " .. tool }).code == 0 end
+
+-- crun refuses hybrid hosts while the v2 mount holds a controller: run everything in a
+-- private mount namespace without /sys/fs/cgroup/unified (runc and moonbox do not mind).
+assert(sys.unshare({ "mount" }))
+assert(sys.mount(nil, "/", nil, { "rprivate" }))
+sys.umount("/sys/fs/cgroup/unified", { "detach" })
+
+local work <close> = fs.tempdir("moonbox-bench-")
+assert(sys.chmod(work.path, tonumber("755", 8)))
+local R = rootfs.busybox(work.path .. "/rootfs")
+
+-- An OCI bundle of the same rootfs, its config from `runc spec`.
+local bundle = work.path .. "/bundle"
+local oci = have("runc")
+if oci then
+  assert(sys.mkdir(bundle))
+  process.run({ "cp", "-a", R, bundle .. "/rootfs" }, { check = true })
+  process.run({ "runc", "spec" }, { cwd = bundle, check = true })
+  local config = json.decode(assert(fs.read(bundle .. "/config.json")))
+  config.process.args = { "/bin/true" }
+  config.process.terminal = false
+  -- Relative: below the benchmark's own cgroup, never at the hierarchy's root.
+  config.linux.cgroupsPath = "moonbox-bench-oci"
+  fs.write(bundle .. "/config.json", json.encode(config, { indent = "  " }))
+end
+
+-- A moonbox script that runs N containers one after another: one process, one start-up.
+local batch_script = fs.write(work.path .. "/batch.lua", [[
+  local container = require "moonbox.container"
+  for i = 1, tonumber(arg[2]) do
+    local r = container.run({ rootfs = arg[1], command = { "/bin/true" }, limits = { memory = "256M" } })
+    if r.code ~= 0 then error("run " .. i .. " failed") end
+  end
+]])
+
+local devnull = assert(sys.open("/dev/null", "rdwr"))
+local seq = 0
+
+--- Runs argv once, its output to /dev/null; returns wall seconds and peak RSS (KiB).
+local function measure(argv)
+  if type(argv) == "function" then argv = argv() end
+  local t0 = sys.clock_gettime("monotonic")
+  local pid = assert(sys.fork())
+  if pid == 0 then
+    sys.dup2(devnull, 0)
+    sys.dup2(devnull, 1)
+    sys.dup2(devnull, 2)
+    sys.exec(argv)
+    sys._exit(127)
+  end
+  local st = assert(sys.wait(pid))
+  local wall = sys.clock_gettime("monotonic") - t0
+  if st.code ~= 0 then error("bench: " .. table.concat(argv, " ") .. " failed: " .. tostring(st.code or st.signal_name), 0) end
+  return wall, st.rusage.maxrss_kb
+end
+
+local function oci_run(tool)
+  return function()
+    seq = seq + 1
+    return { tool, "run", "--bundle", bundle, string.format("mbbench-%d-%d", sys.getpid(), seq) }
+  end
+end
+
+local function stats(samples)
+  local s = {}
+  for i, v in ipairs(samples) do s[i] = v end
+  table.sort(s)
+  local function q(p) return s[math.max(1, math.min(#s, math.floor(p * (#s - 1) + 1.5)))] end
+  return { median = q(0.5), p10 = q(0.1), p90 = q(0.9), min = s[1], max = s[#s], n = #s }
+end
+
+--- Measures every runtime `rounds` times, alternating them, after `warmup` unmeasured rounds.
+local function alternate(runtimes, rounds, warmup)
+  local results = {}
+  for _, r in ipairs(runtimes) do results[r.name] = { wall = {}, rss = {} } end
+  for round = 1, warmup + rounds do
+    for _, r in ipairs(runtimes) do
+      local wall, rss = measure(r.argv)
+      if round > warmup then
+        table.insert(results[r.name].wall, wall)
+        table.insert(results[r.name].rss, rss)
+      end
+    end
+  end
+  local out = {}
+  for _, r in ipairs(runtimes) do
+    out[#out + 1] = { name = r.name, wall = stats(results[r.name].wall), rss_kb = stats(results[r.name].rss) }
+  end
+  return out
+end
+
+local function with_ratios(rows, base)
+  local ref
+  for _, r in ipairs(rows) do if r.name == base then ref = r.wall.median end end
+  for _, r in ipairs(rows) do r.ratio = ref and r.wall.median / ref or nil end
+  return rows
+end
+
+local mb = opts.moonbox
+local report = { machine = {}, cases = {} }
+report.machine.kernel = process.run({ "uname", "-r" }).stdout:gsub("\n", "")
+report.machine.cpus = tonumber(process.run({ "nproc" }).stdout)
+report.machine.cgroup = "v" .. sys.cgroup_version()
+report.machine.date = os.date("!%Y-%m-%d %H:%M UTC")
+report.method = string.format("%d measured rounds after %d warm-up rounds, runtimes alternating within each round; "
+  .. "whole processes timed from fork to wait on the monotonic clock; median and p10-p90 spread", opts.runs, opts.warmup)
+
+-- Case 1: one container, start to exit.
+local single = {
+  { name = "moonbox box", argv = { mb, "box", "--rootfs", R, "--memory", "256M", "--", "/bin/true" } },
+  { name = "floor", argv = { opts.floor, R } },
+}
+if oci then
+  table.insert(single, { name = "runc run", argv = oci_run("runc") })
+  if have("crun") then table.insert(single, { name = "crun run", argv = oci_run("crun") }) end
+end
+if have("bwrap") then
+  table.insert(single, { name = "bwrap", argv = { "bwrap", "--unshare-all", "--die-with-parent", "--bind", R, "/",
+    "--proc", "/proc", "--dev", "/dev", "/bin/true" } })
+end
+table.insert(single, { name = "unshare+chroot", argv = { "unshare", "-muinpf", "chroot", R, "/bin/true" } })
+io.stderr:write("case 1: one container\n")
+report.cases.single = with_ratios(alternate(single, opts.runs, opts.warmup), "moonbox box")
+
+io.stderr:write("case 1b: without a net namespace\n")
+report.cases.single_no_net = with_ratios(alternate({
+  { name = "moonbox box --net host", argv = { mb, "box", "--rootfs", R, "--net", "host", "--memory", "256M", "--", "/bin/true" } },
+  { name = "floor --no-net", argv = { opts.floor, "--no-net", R } },
+}, opts.runs, opts.warmup), "moonbox box --net host")
+
+-- Case 2: 100 containers in a row.
+io.stderr:write("case 2: 100 containers in a row\n")
+local function loop(argv, n)
+  return function()
+    return { "sh", "-c", string.format('for i in $(seq %d); do %s || exit 1; done', n, argv) }
+  end
+end
+local batch = {
+  { name = "moonbox script (1 process)", argv = { mb, "run", batch_script, R, "100" } },
+  { name = "floor x100 (1 process)", argv = { opts.floor, R, "100" } },
+  { name = "moonbox box x100", argv = loop(string.format("%s box --rootfs %s --memory 256M -- /bin/true", mb, R), 100) },
+}
+if oci then
+  table.insert(batch, { name = "runc run x100", argv = loop(string.format(
+    "runc run --bundle %s mbbatch-$$-$i >/dev/null", bundle), 100) })
+  if have("crun") then
+    table.insert(batch, { name = "crun run x100", argv = loop(string.format(
+      "crun run --bundle %s mbbatch-$$-$i >/dev/null", bundle), 100) })
+  end
+end
+report.cases.batch100 = with_ratios(alternate(batch, opts.batch_rounds, 1), "moonbox script (1 process)")
+
+-- Case 3: start-up of the binary itself.
+io.stderr:write("case 3: start-up\n")
+local startup = { { name = "moonbox run -e ''", argv = { mb, "run", "-e", "" } } }
+if have("lua5.4") then table.insert(startup, { name = "lua5.4 -e ''", argv = { "lua5.4", "-e", "" } }) end
+report.cases.startup = with_ratios(alternate(startup, opts.runs * 2, opts.warmup), "moonbox run -e ''")
+
+-- Case 4: peak RSS of the runtime process during a container run comes from case 1's rusage.
+
+if opts.out then fs.write(opts.out, json.encode(report, { indent = "  " }) .. "\n") end
+
+-- The Markdown tables.
+local md = {}
+local function table_for(title, rows, rss)
+  md[#md + 1] = "### " .. title .. "\n"
+  md[#md + 1] = "| runtime | median | p10 – p90 | × moonbox |" .. (rss and " peak RSS |" or "")
+  md[#md + 1] = "|---|---:|---:|---:|" .. (rss and "---:|" or "")
+  for _, r in ipairs(rows) do
+    md[#md + 1] = string.format("| %s | %.2f ms | %.2f – %.2f ms | %s |%s", r.name, r.wall.median * 1e3,
+      r.wall.p10 * 1e3, r.wall.p90 * 1e3, r.ratio and string.format("%.2f", r.ratio) or "-",
+      rss and string.format(" %.1f MiB |", r.rss_kb.median / 1024) or "")
+  end
+  md[#md + 1] = ""
+end
+md[#md + 1] = string.format("Machine: Linux %s, %d CPUs, cgroup %s; %s.\n", report.machine.kernel,
+  report.machine.cpus or 0, report.machine.cgroup, report.machine.date)
+md[#md + 1] = "Method: " .. report.method .. ".\n"
+table_for("Case 1: one container, /bin/true, start to exit", report.cases.single, true)
+table_for("Case 1b: the same without a net namespace", report.cases.single_no_net, true)
+table_for("Case 2: 100 containers in a row (total)", report.cases.batch100, false)
+table_for("Case 3: start-up of the binary", report.cases.startup, true)
+local text = table.concat(md, "\n")
+if opts.md then fs.write(opts.md, text) end
+io.write(text)
