@@ -4,6 +4,9 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -253,3 +256,16 @@ int mb_recv_fd(int sock) {
     memcpy(&fd, CMSG_DATA(c), sizeof(int));
     return fd;
 }
+
+int mb_seccomp_load_bpf(const void *program, size_t length) {
+    if (length == 0 || length % sizeof(struct sock_filter) != 0 || length / sizeof(struct sock_filter) > 0xffff) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct sock_fprog prog = { .len = (unsigned short)(length / sizeof(struct sock_filter)),
+                               .filter = (struct sock_filter *)program };
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+
+int mb_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }

@@ -259,7 +259,7 @@ struct CgroupV1: CgroupBackend {
     let parents: [String: String]
 
     /// The hierarchies every group is created in; cpuset only on demand (it needs cpus and mems).
-    static let coreControllers = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices", "blkio"]
+    static let coreControllers = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"]
 
     func directories(_ group: String) -> [String] {
         var seen = Set<String>()
@@ -375,6 +375,7 @@ struct CgroupV1: CgroupBackend {
                 return try write(try dir("cpu", group), "cpu.shares", String(2 + ((w - 1) * 262142) / 9999), key: key)
             case "io.weight":
                 guard let w = Int(v), (1...10000).contains(w) else { throw .misuse("bad value '\(value)' for io.weight (1 to 10000)") }
+                try createIn("blkio", group)
                 return try write(try dir("blkio", group), "blkio.weight", String(10 + ((w - 1) * 990) / 9999), key: key)
             case "cgroup.freeze":
                 guard v == "0" || v == "1" else { throw .misuse("bad value '\(value)' for cgroup.freeze (0 or 1)") }

@@ -303,6 +303,8 @@ local function install_signals()
   if signals_installed or sys.getpid() ~= owner_pid then return end
   signals_installed = true
   assert(sys.signal({ "INT", "TERM", "HUP" }, "catch"))
+  -- A child that died early must not take moonbox with it through SIGPIPE: writes fail instead.
+  assert(sys.signal("PIPE", "ignore"))
   -- Between waits the script may be busy in Lua: look at signals every 1000 instructions.
   if not debug.gethook() then debug.sethook(check_signals, "", 1000) end
 end
@@ -316,9 +318,9 @@ end
 
 -- A bind remount read-only that keeps the mount's other flags: in a user namespace the
 -- kernel refuses a remount that would drop a locked nosuid, nodev, noexec or atime flag.
-local function remount_ro(path, extra)
+local function remount_ro(path, extra, userns)
   local flags = { "bind", "remount", "ro" }
-  local sv = sys.statvfs(path)
+  local sv = userns and sys.statvfs(path)
   for _, f in ipairs(sv and sv.flags or {}) do if f ~= "ro" then flags[#flags + 1] = f end end
   for _, f in ipairs(extra or {}) do flags[#flags + 1] = f end
   check(sys.mount(nil, path, nil, flags))
@@ -384,7 +386,7 @@ local function setup_mounts(c, root)
   if not sys.mount("sysfs", root .. "/sys", "sysfs", { "nosuid", "nodev", "noexec", "ro" }) then
     -- sysfs needs a net namespace of our own; otherwise bind the host's, read-only.
     check(sys.mount("/sys", root .. "/sys", nil, { "rbind" }))
-    remount_ro(root .. "/sys", { "nosuid", "nodev", "noexec" })
+    remount_ro(root .. "/sys", { "nosuid", "nodev", "noexec" }, c.namespaces.user)
   end
   for _, m in ipairs(c.mounts) do
     local target = root .. m.target
@@ -392,7 +394,7 @@ local function setup_mounts(c, root)
       local st = check(sys.stat(m.source))
       mkdir_target(target, st.type ~= "dir")
       check(sys.mount(m.source, target, nil, { "bind", "rec" }))
-      if m.readonly then remount_ro(target) end
+      if m.readonly then remount_ro(target, nil, c.namespaces.user) end
     elseif m.type == "tmpfs" then
       mkdir_target(target)
       local data = "mode=" .. (m.mode or "1777") .. (m.size and (",size=" .. m.size) or "")
@@ -429,10 +431,10 @@ local function mask_paths(c)
   for _, p in ipairs(c.readonly_paths) do
     if sys.stat(p) then
       check(sys.mount(p, p, nil, { "bind", "rec" }))
-      remount_ro(p, { "nosuid", "nodev", "noexec" })
+      remount_ro(p, { "nosuid", "nodev", "noexec" }, c.namespaces.user)
     end
   end
-  if c.readonly_rootfs then remount_ro("/") end
+  if c.readonly_rootfs then remount_ro("/", nil, c.namespaces.user) end
 end
 
 -- A minimal PID 1 (docker's --init): runs the command as its child, forwards signals to
@@ -485,10 +487,11 @@ local function child_main(c, io_fds, sync_r, err_w)
     step = "sync"
     local go = sys.read(sync_r, 1)
     if go ~= "g" then sys._exit(125) end  -- the parent went away
-    sync_r:close()
     -- Non-dumpable from here to exec: nothing in the container may read or ptrace this
     -- process (its /proc files turn root-owned; the parent needed them for the id maps).
     check(sys.prctl("set_dumpable", false))
+    -- The namespaces and the root are made while the parent moves this process into its
+    -- cgroup (a v1 migration waits out an RCU grace period): the two overlap.
     if c.namespaces.user then
       -- Become the namespace's root (the mapped uid 0): until then files made here would
       -- belong to an unmapped owner.
@@ -496,7 +499,6 @@ local function child_main(c, io_fds, sync_r, err_w)
       check(sys.setgid(0))
       check(sys.setuid(0))
     end
-    if c.namespaces.cgroup then step = "unshare(cgroup)"; check(sys.unshare({ "cgroup" })) end
     step = "stdio"
     if io_fds.stdin then check(sys.dup2(io_fds.stdin, 0)) end
     if io_fds.stdout then check(sys.dup2(io_fds.stdout, 1)) end
@@ -525,6 +527,12 @@ local function child_main(c, io_fds, sync_r, err_w)
       slave:close()
       check(sys.tiocsctty(0))
     end
+    -- The cgroup and its limits are in place when the parent says so; nothing of the
+    -- caller's code (setup) or the command runs before.
+    step = "sync"
+    if sys.read(sync_r, 1) ~= "c" then sys._exit(125) end
+    sync_r:close()
+    if c.namespaces.cgroup then step = "unshare(cgroup)"; check(sys.unshare({ "cgroup" })) end
     if c.setup then
       step = "setup"
       local ok2, e2 = xpcall(c.setup, debug.traceback, sys)
@@ -540,9 +548,9 @@ local function child_main(c, io_fds, sync_r, err_w)
     step = "fds"
     check(sys.close_range(3, nil, { "cloexec" }))
     -- seccomp last, just before exec: nothing of the setup runs under it.
-    if c.seccomp then
+    if c.seccomp_program then
       step = "seccomp"
-      local oks, smsg, serr = sys.seccomp_load(c.seccomp)
+      local oks, smsg, serr = sys.seccomp_load(c.seccomp_program)
       check(oks, smsg, serr)
     end
   end, function(e)
@@ -651,6 +659,11 @@ function Container:start()
   install_signals()
   local c = self.spec
   c.rootfs_path = c.rootfs
+  if c.seccomp and not c.seccomp_program then
+    local okp, program = pcall(security.compile, c.seccomp)
+    if not okp then raise("container setup failed: " .. tostring(program), { step = "seccomp" }, 2) end
+    c.seccomp_program = program
+  end
   self.capture = {}
   self.record = state.new(self.id, { cgroup = self.group })
   live[self.id] = self
@@ -700,15 +713,18 @@ function Container:start()
     sys.close(err_w)
     for _, fd in pairs(fds) do if type(fd) ~= "number" then fd:close() end end
     self.pidfd = assert(sys.pidfd_open(pid))
-    local okc, msgc = cg(self.group, sys.cgroup_attach, pid)
-    if not okc and self.group then raise("container setup failed: " .. msgc, { step = "cgroup" }, 3) end
     if c.namespaces.user then
       local uid, gid = sys.getuid(), sys.getgid()
       local okm, msgm = sys.id_map(pid, c.id_map and { uid = c.id_map, gid = c.id_map }
         or { uid = { { 0, uid, 1 } }, gid = { { 0, gid, 1 } } })
       if not okm then raise("container setup failed: " .. msgm, { step = "id_map" }, 3) end
     end
-    sys.write(sync_w, "g")
+    sys.write(sync_w, "g")  -- the child makes its root meanwhile
+    local okc, attach_error = cg(self.group, sys.cgroup_attach, pid)
+    if okc or not self.group then
+      attach_error = nil
+      sys.write(sync_w, "c")  -- limits in place: setup and exec may go on
+    end
     sys.close(sync_w)
     -- The error pipe closes on exec: nothing read means the command runs.
     local report = process.read_all(err_r)
@@ -720,6 +736,7 @@ function Container:start()
       raise("container setup failed: " .. e.message, { step = e.step, errno = e.errno,
         code = e.exec and (e.errno == "ENOENT" and 127 or 126) or 125, exit = st }, 3)
     end
+    if attach_error then raise("container setup failed: " .. attach_error, { step = "cgroup" }, 3) end
     if console then
       local master, msgm = sys.recv_fd(console)
       console:close()
@@ -1024,8 +1041,8 @@ function Container:exec(argv, opts)
     local okc, msg = sys.chdir(opts.cwd or self.spec.cwd)
     if not okc then sys.write(rep_w, msg) sys._exit(126) end
     sys.close_range(3, nil, { "cloexec" })
-    if self.spec.seccomp then
-      local oks, smsg = sys.seccomp_load(self.spec.seccomp)
+    if self.spec.seccomp_program then
+      local oks, smsg = sys.seccomp_load(self.spec.seccomp_program)
       if not oks then sys.write(rep_w, smsg) sys._exit(126) end
     end
     local _, emsg, errno = sys.exec(argv, env)

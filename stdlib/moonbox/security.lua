@@ -211,6 +211,48 @@ function security.resolve_seccomp(profile, caps)
   return out
 end
 
+-- MARK: compiled filters
+
+-- FNV-1a, 64 bits: names a compiled profile in the cache.
+local function fnv1a(text)
+  local h = 0xcbf29ce484222325
+  for i = 1, #text do
+    h = ((h ~ text:byte(i)) * 0x100000001b3) & 0xffffffffffffffff
+  end
+  return string.format("%016x", h)
+end
+
+local compiled = {}
+
+--- The profile compiled to a BPF program, built by libseccomp once: kept in memory, and in
+-- the state folder so the next moonbox process loads it instead of building it again.
+function security.compile(profile)
+  local key = json.encode(profile)
+  if compiled[key] then return compiled[key] end
+  local state = require "moonbox.state"
+  local cache = state.dir() .. "/cache"
+  local path = cache .. "/seccomp-" .. fnv1a(key) .. "-" .. #key .. ".bpf"
+  local f = io.open(path, "rb")
+  local program = f and f:read("a")
+  if f then f:close() end
+  if not program or #program == 0 or #program % 8 ~= 0 then
+    local err
+    program, err = sys.seccomp_compile(profile)
+    if not program then error("seccomp: " .. err, 2) end
+    if sys.mkdir(cache, tonumber("700", 8)) then
+      local tmp = path .. "." .. sys.getpid()
+      local out = io.open(tmp, "wb")
+      if out then
+        out:write(program)
+        out:close()
+        sys.rename(tmp, path)
+      end
+    end
+  end
+  compiled[key] = program
+  return program
+end
+
 --- Drops every capability not in `caps` from the bounding set (needs CAP_SETPCAP, so before
 -- the user switch), then sets effective, permitted and inheritable; the ambient set is cleared.
 function security.drop_bounding(caps)

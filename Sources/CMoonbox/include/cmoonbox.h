@@ -115,6 +115,10 @@ void mb_cfmakeraw(void *t);
 
 // ---- seccomp ----
 static inline uint32_t mb_SCMP_ACT_ERRNO(uint32_t e) { return SCMP_ACT_ERRNO(e); }
+// Loads a compiled classic-BPF seccomp program (sock_filter array bytes), setting
+// no_new_privs first as libseccomp does.
+int mb_seccomp_load_bpf(const void *program, size_t length);
+int mb_memfd_create(const char *name);
 
 // ---- signals ----
 // Installs a handler that records `sig` (without SA_RESTART, so blocking calls
