@@ -185,6 +185,11 @@ report.cases.startup = with_ratios(alternate(startup, opts.runs * 2, opts.warmup
 
 -- Case 4: peak RSS of the runtime process during a container run comes from case 1's rusage.
 
+-- Case 6: the cost of the secure defaults and of the sandbox, per run in one process.
+io.stderr:write("case 6: secure defaults and sandbox\n")
+local secure = process.run({ mb, "run", (os.getenv("MOONBOX_SOURCE") or ".") .. "/bench/secure.lua", R, "50" })
+report.cases.secure = secure.code == 0 and json.decode(secure.stdout) or { error = secure.stderr }
+
 if opts.out then fs.write(opts.out, json.encode(report, { indent = "  " }) .. "\n") end
 
 -- The Markdown tables.
@@ -207,6 +212,16 @@ table_for("Case 1: one container, /bin/true, start to exit", report.cases.single
 table_for("Case 1b: the same without a net namespace", report.cases.single_no_net, true)
 table_for("Case 2: 100 containers in a row (total)", report.cases.batch100, false)
 table_for("Case 3: start-up of the binary", report.cases.startup, true)
+if report.cases.secure[1] then
+  md[#md + 1] = "### Case 6: secure defaults and the sandbox (per run, in one process)\n"
+  md[#md + 1] = "| run | mean per run | × secure container |"
+  md[#md + 1] = "|---|---:|---:|"
+  local ref = report.cases.secure[2].ms
+  for _, r in ipairs(report.cases.secure) do
+    md[#md + 1] = string.format("| %s | %.2f ms | %.2f |", r.name, r.ms, r.ms / ref)
+  end
+  md[#md + 1] = ""
+end
 local text = table.concat(md, "\n")
 if opts.md then fs.write(opts.md, text) end
 io.write(text)

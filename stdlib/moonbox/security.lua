@@ -269,8 +269,14 @@ function security.drop_bounding(caps)
   return sys.prctl("cap_ambient_clear_all")
 end
 
+--- Sets effective, permitted and inheritable to `caps`, less any this process's bounding set
+-- lacks (the host's own limits: "ALL" means all there are here).
 function security.set_capabilities(caps)
-  return sys.capset({ effective = caps, permitted = caps, inheritable = caps })
+  local have = {}
+  for _, c in ipairs(caps) do
+    if sys.prctl("capbset_read", c) then have[#have + 1] = c end
+  end
+  return sys.capset({ effective = have, permitted = have, inheritable = have })
 end
 
 return security
