@@ -269,3 +269,38 @@ int mb_seccomp_load_bpf(const void *program, size_t length) {
 }
 
 int mb_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+struct mb_open_how { unsigned long long flags, mode, resolve; };
+
+int mb_openat_in_root(int rootfd, const char *path, int flags, mode_t mode) {
+    struct mb_open_how how = { .flags = (unsigned long long)(flags | O_CLOEXEC), .mode = mode,
+                               .resolve = 0x08 /* IN_ROOT */ | 0x02 /* NO_MAGICLINKS */ | 0x04 /* NO_SYMLINKS */ };
+    return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+}
+
+int mb_mknodat(int dirfd, const char *name, mode_t mode, unsigned major, unsigned minor) {
+    return mknodat(dirfd, name, mode, makedev(major, minor));
+}
+
+int mb_fsetxattr(int fd, const char *name, const void *value, size_t size) {
+    return fsetxattr(fd, name, value, size, 0);
+}
+
+int mb_linkat_fd(int fd, int newdirfd, const char *newname) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, path, newdirfd, newname, AT_SYMLINK_FOLLOW);
+}
+
+int mb_utimens_fd(int fd, long long sec, long nsec) {
+    struct timespec ts[2] = { { .tv_sec = sec, .tv_nsec = nsec }, { .tv_sec = sec, .tv_nsec = nsec } };
+    return futimens(fd, ts);
+}
+
+int mb_utimens_at(int dirfd, const char *name, long long sec, long nsec) {
+    struct timespec ts[2] = { { .tv_sec = sec, .tv_nsec = nsec }, { .tv_sec = sec, .tv_nsec = nsec } };
+    return utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
+}

@@ -212,7 +212,10 @@ local function run_test(t, emit, owner)
   for _, h in ipairs(collect_hooks(t.group, "before")) do step(h) end
   step(t.fn)
   -- after_each and finally run whatever happened.
-  local after = collect_hooks(t.group, "after")
+  -- after_each hooks run innermost first, the mirror of before_each.
+  local outer_first = collect_hooks(t.group, "after")
+  local after = {}
+  for i = #outer_first, 1, -1 do after[#after + 1] = outer_first[i] end
   for i = #current_test.finallies, 1, -1 do table.insert(after, 1, current_test.finallies[i]) end
   for _, h in ipairs(after) do
     local ok, err = xpcall(h, debug.traceback)

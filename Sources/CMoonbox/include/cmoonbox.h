@@ -10,6 +10,8 @@
 #include <lua5.4/lauxlib.h>
 #include <lua5.4/lualib.h>
 #include <seccomp.h>
+#include <archive.h>
+#include <archive_entry.h>
 #include <sys/types.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -119,6 +121,16 @@ static inline uint32_t mb_SCMP_ACT_ERRNO(uint32_t e) { return SCMP_ACT_ERRNO(e);
 // no_new_privs first as libseccomp does.
 int mb_seccomp_load_bpf(const void *program, size_t length);
 int mb_memfd_create(const char *name);
+
+// ---- paths resolved inside a root ----
+// openat2(2) with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS: the path
+// stays inside `rootfd` and no symlink is followed on the way.
+int mb_openat_in_root(int rootfd, const char *path, int flags, mode_t mode);
+int mb_mknodat(int dirfd, const char *name, mode_t mode, unsigned major, unsigned minor);
+int mb_fsetxattr(int fd, const char *name, const void *value, size_t size);
+int mb_linkat_fd(int fd, int newdirfd, const char *newname);
+int mb_utimens_fd(int fd, long long sec, long nsec);
+int mb_utimens_at(int dirfd, const char *name, long long sec, long nsec);
 
 // ---- signals ----
 // Installs a handler that records `sig` (without SA_RESTART, so blocking calls
