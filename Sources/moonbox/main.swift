@@ -20,7 +20,7 @@ struct Moonbox: ParsableCommand {
           moonbox gc                       remove what killed runs left behind
         """,
         version: moonboxVersion,
-        subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Gc.self, Test.self],
+        subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Images.self, Image.self, Build.self, Gc.self, Test.self],
         defaultSubcommand: Run.self
     )
 }
@@ -114,6 +114,36 @@ struct Sandbox: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "OPTIONS -- CMD [ARG...]")
     var arguments: [String] = []
     func run() throws { runStdlib("moonbox.sandbox", arguments) }
+}
+
+struct Images: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the images in the store ($MOONBOX_ROOT, /var/lib/moonbox by default).")
+    func run() throws { runStdlib("moonbox.image", ["ls"]) }
+}
+
+struct Image: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage images: import, export, inspect, rm.",
+        discussion: """
+        moonbox image import SOURCE NAME   a rootfs folder, a rootfs tarball, or an OCI layout folder
+        moonbox image export NAME FOLDER   as an OCI image layout
+        moonbox image inspect NAME
+        moonbox image rm NAME
+        """
+    )
+    @Argument(parsing: .captureForPassthrough, help: "import|export|inspect|rm ...")
+    var arguments: [String] = []
+    func run() throws { runStdlib("moonbox.image", arguments) }
+}
+
+struct Build: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Build an image from a Lua recipe, step by step, with a layer cache.",
+        discussion: "moonbox build RECIPE.lua [-t NAME:TAG] [--arg NAME=VALUE]..."
+    )
+    @Argument(parsing: .captureForPassthrough, help: "RECIPE.lua [-t NAME:TAG] [--arg NAME=VALUE]")
+    var arguments: [String] = []
+    func run() throws { runStdlib("moonbox.recipe", arguments) }
 }
 
 struct Gc: ParsableCommand {

@@ -66,7 +66,7 @@ local SPEC_KEYS = {
   stderr = true, tty = true, timeout = true, init = true, setup = true, capture_limit = true, chroot = true,
   name = true, masked_paths = true, readonly_paths = true, cap_add = true, cap_drop = true, seccomp = true,
   no_new_privileges = true, rlimits = true, cpu_time = true, kill_on_output_limit = true, id_map = true,
-  mount_namespace = true,
+  mount_namespace = true, image = true,
 }
 container.spec_keys = SPEC_KEYS
 local LIMIT_KEYS = { memory = true, pids = true, cpus = true, swap = true, cpu_weight = true }
@@ -144,14 +144,35 @@ local function check_spec(spec)
       spec_error("unknown field '" .. tostring(k) .. "' (known: " .. table.concat(known, ", ") .. ")")
     end
   end
-  if spec.rootfs == nil then spec_error("rootfs is required (a folder holding the container's files)") end
-  if type(spec.rootfs) ~= "string" then spec_error("rootfs must be a path") end
-  local st = sys.stat(spec.rootfs)
-  if not st or st.type ~= "dir" then spec_error("rootfs " .. spec.rootfs .. " is not a folder") end
-  if spec.command == nil then spec_error("command is required (a list like {\"/bin/sh\", \"-c\", \"...\"})") end
-  check_list("command", spec.command)
+  -- An image fills what the spec leaves out, as docker does: command, env, cwd, user.
+  local img, image_config
+  if spec.image ~= nil then
+    if spec.rootfs ~= nil then spec_error("give rootfs or image, not both") end
+    local image = require "moonbox.image"
+    local err
+    img, err = image.resolve(spec.image)
+    if not img then spec_error(err) end
+    image_config = img.config.config or {}
+  else
+    if spec.rootfs == nil then spec_error("rootfs is required (a folder holding the container's files), or an image") end
+    if type(spec.rootfs) ~= "string" then spec_error("rootfs must be a path") end
+    local st = sys.stat(spec.rootfs)
+    if not st or st.type ~= "dir" then spec_error("rootfs " .. spec.rootfs .. " is not a folder") end
+  end
+  local command = spec.command
+  if command == nil and image_config then
+    command = {}
+    for _, a in ipairs(image_config.Entrypoint or {}) do command[#command + 1] = a end
+    for _, a in ipairs(image_config.Cmd or {}) do command[#command + 1] = a end
+    if #command == 0 then command = nil end
+  end
+  if command == nil then spec_error("command is required (a list like {\"/bin/sh\", \"-c\", \"...\"})") end
+  check_list("command", command)
+  spec = setmetatable({ command = command, cwd = spec.cwd or (image_config and image_config.WorkingDir ~= "" and image_config.WorkingDir) or nil,
+    user = spec.user or (image_config and image_config.User and image_config.User:match("^%d+:?%d*$") and image_config.User) or nil },
+    { __index = spec })
   local c = {
-    rootfs = spec.rootfs, command = spec.command, hostname = spec.hostname, cwd = spec.cwd or "/",
+    rootfs = spec.rootfs, command = spec.command, image = img, hostname = spec.hostname, cwd = spec.cwd or "/",
     user = parse_user(spec.user), readonly_rootfs = spec.readonly_rootfs and true or false,
     tty = spec.tty and true or false, timeout = spec.timeout, init = spec.init and true or false,
     setup = spec.setup, chroot = spec.chroot and true or false, name = spec.name,
@@ -190,6 +211,10 @@ local function check_spec(spec)
   if rootless then c.namespaces.user = true end
   -- env: a map, defaults as docker gives them
   c.env = { PATH = DEFAULT_PATH, HOME = (c.user and c.user.uid ~= 0) and "/" or "/root", HOSTNAME = c.hostname or "moonbox" }
+  for _, kv in ipairs(image_config and image_config.Env or {}) do
+    local k, v = kv:match("^([^=]+)=(.*)$")
+    if k then c.env[k] = v end
+  end
   if c.tty then c.env.TERM = os.getenv("TERM") or "xterm" end
   if spec.env ~= nil then
     if type(spec.env) ~= "table" then spec_error("env must be a table {NAME = \"value\"}") end
@@ -378,6 +403,8 @@ end
 
 local function setup_mounts(c, root)
   check(sys.mount(nil, "/", nil, { "rprivate" }))
+  -- An image's layers, combined by overlayfs with this container's empty upper folder.
+  if c.overlay then check(sys.overlay(c.overlay)) end
   check(sys.mount(root, root, nil, { "bind", "rec" }))
   mkdir_target(root .. "/proc")
   check(sys.mount("proc", root .. "/proc", "proc", { "nosuid", "nodev", "noexec" }))
@@ -659,6 +686,19 @@ function Container:start()
   install_signals()
   local c = self.spec
   c.rootfs_path = c.rootfs
+  if c.image and not c.overlay then
+    local image = require "moonbox.image"
+    local okl, lowers = pcall(image.lowers, c.image)
+    if not okl then raise("container setup failed: " .. tostring(lowers), { step = "image" }, 2) end
+    image.init()
+    local dir = image.root() .. "/containers/" .. self.id
+    assert(sys.mkdir(dir .. "/upper"))
+    assert(sys.mkdir(dir .. "/work"))
+    assert(sys.mkdir(dir .. "/merged"))
+    self.container_dir = dir
+    c.overlay = { lower = lowers, upper = dir .. "/upper", work = dir .. "/work", target = dir .. "/merged" }
+    c.rootfs_path = dir .. "/merged"
+  end
   if c.seccomp and not c.seccomp_program then
     local okp, program = pcall(security.compile, c.seccomp)
     if not okp then raise("container setup failed: " .. tostring(program), { step = "seccomp" }, 2) end
@@ -666,6 +706,7 @@ function Container:start()
   end
   self.capture = {}
   self.record = state.new(self.id, { cgroup = self.group })
+  if c.image then self.record:add_dir((require "moonbox.image").root() .. "/containers/" .. self.id) end
   live[self.id] = self
   self.state = "starting"
   local ok, err = pcall(function()
@@ -1109,10 +1150,30 @@ function Container:remove()
     end
     self.cleanup = nil
   end
-  if self.record then self.record:remove() self.record = nil end
+  if self.container_dir then
+    -- The upper folder goes with the container, unless commit saved it as a layer first.
+    local ok, msg = sys.remove_tree(self.container_dir)
+    if not ok then problems[#problems + 1] = msg else self.container_dir = nil end
+  end
+  if self.record and #problems == 0 then self.record:remove() self.record = nil end
   live[self.id] = nil
   self.state = "removed"
   if #problems > 0 then error("container " .. self.id .. " remove: " .. table.concat(problems, "; "), 2) end
+end
+
+--- Saves the container's upper folder as a new layer on top of its image, as `name`.
+function Container:commit(name, changes)
+  if not self.container_dir then error("container " .. self.id .. ": commit needs a container started from an image", 2) end
+  local image = require "moonbox.image"
+  local layer = image.layer_from_dir(self.container_dir .. "/upper")
+  local layers = {}
+  for _, l in ipairs(self.spec.image.manifest.layers) do layers[#layers + 1] = l end
+  layers[#layers + 1] = layer
+  local config = image.new_config({ layer }, self.spec.image.config)
+  config.history = config.history or {}
+  table.insert(config.history, { created = config.created, created_by = "moonbox commit " .. self.id })
+  for k, v in pairs(changes or {}) do config.config[k] = v end
+  return image.store(name, config, layers)
 end
 
 --- Runs a container to the end: new, start, wait, remove. Returns the result table.

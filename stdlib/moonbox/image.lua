@@ -1,0 +1,352 @@
+-- moonbox.image: a local image store laid out as an OCI image layout ($MOONBOX_ROOT, or
+-- /var/lib/moonbox): oci-layout, index.json (names in org.opencontainers.image.ref.name),
+-- blobs/sha256/..., and unpacked layers cached by digest in layers/, shared by every image.
+local sys = require "moonbox.sys"
+local json = require "moonbox.json"
+local fs = require "moonbox.fs"
+
+local image = {}
+
+local MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+local CONFIG = "application/vnd.oci.image.config.v1+json"
+local LAYER = "application/vnd.oci.image.layer.v1.tar"
+local REF = "org.opencontainers.image.ref.name"
+image.media_types = { manifest = MANIFEST, config = CONFIG, layer = LAYER }
+
+function image.root()
+  return os.getenv("MOONBOX_ROOT") or "/var/lib/moonbox"
+end
+
+local function path(...) return table.concat({ image.root(), ... }, "/") end
+
+local function fail(msg, level) error("image: " .. msg, (level or 1) + 1) end
+
+--- Makes the store's folders and files when missing.
+function image.init()
+  for _, d in ipairs({ "", "blobs/sha256", "layers", "tmp" }) do
+    local ok, msg = sys.mkdir(path(d), tonumber("700", 8))
+    if not ok then fail(msg, 2) end
+  end
+  if not sys.stat(path("oci-layout")) then fs.write(path("oci-layout"), '{"imageLayoutVersion":"1.0.0"}') end
+  if not sys.stat(path("index.json")) then
+    fs.write(path("index.json"), json.encode({ schemaVersion = 2, manifests = {} }))
+  end
+end
+
+local function read_json(p)
+  local text, err = fs.read(p)
+  if not text then fail(err, 3) end
+  local ok, value = pcall(json.decode, text)
+  if not ok then fail(p .. ": " .. tostring(value), 3) end
+  return value
+end
+
+local function write_atomic(p, text)
+  local tmp = p .. ".tmp" .. sys.getpid()
+  fs.write(tmp, text)
+  assert(sys.rename(tmp, p))
+end
+
+--- Normalizes "name" to "name:latest".
+function image.ref(name)
+  if type(name) ~= "string" or name == "" then fail("an image name like \"app:1\" expected", 3) end
+  if not name:find(":[^/]*$") then name = name .. ":latest" end
+  return name
+end
+
+function image.blob_path(digest)
+  local hex = digest:match("^sha256:(%x+)$")
+  if not hex then fail("bad digest " .. tostring(digest), 3) end
+  return path("blobs/sha256", hex)
+end
+
+--- Adds a file as a blob, moving it when `move` (it must then be in the store's tmp/).
+-- Returns digest and size.
+function image.add_blob(file, move)
+  local hex = assert(sys.sha256(file))
+  local size = assert(sys.stat(file)).size
+  local dest = path("blobs/sha256", hex)
+  if not sys.stat(dest) then
+    if move then
+      assert(sys.rename(file, dest))
+    else
+      fs.write(dest, assert(fs.read(file)))
+    end
+  elseif move then
+    sys.unlink(file)
+  end
+  return "sha256:" .. hex, size
+end
+
+function image.add_json(value)
+  local text = json.encode(value)
+  local hex = sys.sha256_string(text)
+  local dest = path("blobs/sha256", hex)
+  if not sys.stat(dest) then write_atomic(dest, text) end
+  return "sha256:" .. hex, #text
+end
+
+local function load_index() return read_json(path("index.json")) end
+
+--- Records `name` for a manifest of `config` and `layers` ({digest=, size=}, base first).
+function image.store(name, config, layers)
+  image.init()
+  name = image.ref(name)
+  local config_digest, config_size = image.add_json(config)
+  local manifest = { schemaVersion = 2, mediaType = MANIFEST,
+    config = { mediaType = CONFIG, digest = config_digest, size = config_size }, layers = {} }
+  for i, l in ipairs(layers) do
+    manifest.layers[i] = { mediaType = l.mediaType or LAYER, digest = l.digest, size = l.size }
+  end
+  local digest, size = image.add_json(manifest)
+  local index = load_index()
+  local kept = {}
+  for _, m in ipairs(index.manifests or {}) do
+    if not (m.annotations and m.annotations[REF] == name) then kept[#kept + 1] = m end
+  end
+  kept[#kept + 1] = { mediaType = MANIFEST, digest = digest, size = size, annotations = { [REF] = name } }
+  index.manifests = kept
+  write_atomic(path("index.json"), json.encode(index))
+  return digest
+end
+
+--- {name=, digest=, manifest=, config=} for a stored image; nil and a message if unknown.
+function image.resolve(name)
+  name = image.ref(name)
+  if not sys.stat(path("index.json")) then return nil, "no image " .. name .. " (the store is empty)" end
+  for _, m in ipairs(load_index().manifests or {}) do
+    if m.annotations and m.annotations[REF] == name then
+      local manifest = read_json(image.blob_path(m.digest))
+      local config = read_json(image.blob_path(manifest.config.digest))
+      return { name = name, digest = m.digest, manifest = manifest, config = config }
+    end
+  end
+  return nil, "no image " .. name
+end
+
+--- The unpacked folder of a layer, made on first use (extraction is the secure one).
+function image.layer_dir(digest)
+  local hex = digest:match("^sha256:(%x+)$")
+  local dir = path("layers", hex)
+  if sys.stat(dir) then return dir end
+  image.init()
+  local tmp = assert(sys.mkdtemp(path("tmp", "layer-")))
+  local ok, msg = sys.archive_extract(image.blob_path(digest), tmp)
+  if not ok then
+    sys.remove_tree(tmp)
+    fail("layer " .. digest .. ": " .. msg, 2)
+  end
+  assert(sys.chmod(tmp, tonumber("755", 8)))
+  assert(sys.rename(tmp, dir))
+  return dir
+end
+
+--- Makes a layer blob from a folder (an upper folder's whiteouts become OCI ones).
+function image.layer_from_dir(dir)
+  image.init()
+  local tmp = path("tmp", "layer-" .. sys.getpid() .. "-" .. math.random(1 << 30) .. ".tar")
+  local ok, msg = sys.archive_create(dir, tmp)
+  if not ok then fail(msg, 2) end
+  local digest, size = image.add_blob(tmp, true)
+  return { digest = digest, size = size, mediaType = LAYER, diff_id = digest }
+end
+
+local function new_config(layers, from)
+  local config = from and json.decode(json.encode(from)) or {
+    architecture = "amd64", os = "linux", config = { Env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" } },
+    rootfs = { type = "layers", diff_ids = {} }, history = {},
+  }
+  config.rootfs = config.rootfs or { type = "layers", diff_ids = {} }
+  config.rootfs.diff_ids = config.rootfs.diff_ids or {}
+  for _, l in ipairs(layers) do table.insert(config.rootfs.diff_ids, l.diff_id or l.digest) end
+  config.created = os.date("!%Y-%m-%dT%H:%M:%SZ")
+  return config
+end
+image.new_config = new_config
+
+--- Imports a rootfs folder as a one-layer image.
+function image.import_dir(dir, name, config)
+  local st = sys.stat(dir)
+  if not st or st.type ~= "dir" then fail(tostring(dir) .. " is not a folder", 2) end
+  local layer = image.layer_from_dir(dir)
+  local cfg = new_config({ layer })
+  for k, v in pairs(config or {}) do cfg.config[k] = v end
+  return image.store(name, cfg, { layer })
+end
+
+--- Imports a rootfs tarball (as `docker export` makes), unpacked securely and packed again.
+function image.import_tar(tar, name, config)
+  image.init()
+  local tmp = assert(sys.mkdtemp(path("tmp", "import-")))
+  local ok, msg = sys.archive_extract(tar, tmp)
+  if not ok then
+    sys.remove_tree(tmp)
+    fail(msg, 2)
+  end
+  local okd, digest = pcall(image.import_dir, tmp, name, config)
+  sys.remove_tree(tmp)
+  if not okd then error(digest, 2) end
+  return digest
+end
+
+--- Imports the image `ref` (or the only one) from an OCI image layout folder, checking every digest.
+function image.import_oci(layout, name, ref)
+  image.init()
+  local index = read_json(layout .. "/index.json")
+  local chosen
+  for _, m in ipairs(index.manifests or {}) do
+    local r = m.annotations and m.annotations[REF]
+    if not ref or r == ref or (r and image.ref(r) == image.ref(ref)) then chosen = m break end
+  end
+  if not chosen then fail("no manifest" .. (ref and (" named " .. ref) or "") .. " in " .. layout, 2) end
+  local function copy(digest)
+    local hex = digest:match("^sha256:(%x+)$")
+    if not hex then fail("unsupported digest " .. digest, 3) end
+    local src = layout .. "/blobs/sha256/" .. hex
+    local got = sys.sha256(src)
+    if got ~= hex then fail("digest mismatch for " .. digest .. ": the blob hashes to sha256:" .. tostring(got), 3) end
+    local dest = path("blobs/sha256", hex)
+    if not sys.stat(dest) then fs.write(dest, assert(fs.read(src))) end
+    return src
+  end
+  local manifest = json.decode(assert(fs.read(copy(chosen.digest))))
+  copy(manifest.config.digest)
+  for _, l in ipairs(manifest.layers or {}) do copy(l.digest) end
+  name = name or (chosen.annotations and chosen.annotations[REF]) or fail("give the image a name", 2)
+  -- Keep the manifest as it was, under our name.
+  local idx = load_index()
+  local kept = {}
+  for _, m in ipairs(idx.manifests or {}) do
+    if not (m.annotations and m.annotations[REF] == image.ref(name)) then kept[#kept + 1] = m end
+  end
+  kept[#kept + 1] = { mediaType = MANIFEST, digest = chosen.digest, size = chosen.size, annotations = { [REF] = image.ref(name) } }
+  idx.manifests = kept
+  write_atomic(path("index.json"), json.encode(idx))
+  return chosen.digest
+end
+
+--- Writes an image as an OCI image layout folder (skopeo and umoci read it).
+function image.export(name, dest)
+  local img, err = image.resolve(name)
+  if not img then fail(err, 2) end
+  assert(sys.mkdir(dest .. "/blobs/sha256"))
+  fs.write(dest .. "/oci-layout", '{"imageLayoutVersion":"1.0.0"}')
+  local digests = { img.digest, img.manifest.config.digest }
+  for _, l in ipairs(img.manifest.layers) do digests[#digests + 1] = l.digest end
+  for _, d in ipairs(digests) do
+    local hex = d:match("^sha256:(%x+)$")
+    fs.write(dest .. "/blobs/sha256/" .. hex, assert(fs.read(image.blob_path(d))))
+  end
+  local size = assert(sys.stat(image.blob_path(img.digest))).size
+  fs.write(dest .. "/index.json", json.encode({ schemaVersion = 2, manifests = {
+    { mediaType = MANIFEST, digest = img.digest, size = size, annotations = { [REF] = img.name:match(":([^:/]+)$") and img.name or img.name } },
+  } }))
+  return dest
+end
+
+function image.list()
+  if not sys.stat(path("index.json")) then return {} end
+  local out = {}
+  for _, m in ipairs(load_index().manifests or {}) do
+    local name = m.annotations and m.annotations[REF]
+    if name then
+      local manifest = read_json(image.blob_path(m.digest))
+      local size = 0
+      for _, l in ipairs(manifest.layers or {}) do size = size + (l.size or 0) end
+      out[#out + 1] = { name = name, digest = m.digest, layers = #(manifest.layers or {}), size = size }
+    end
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+--- Forgets a name, then removes blobs and unpacked layers no image uses any more.
+function image.remove(name)
+  name = image.ref(name)
+  local idx = load_index()
+  local kept, found = {}, false
+  for _, m in ipairs(idx.manifests or {}) do
+    if m.annotations and m.annotations[REF] == name then found = true else kept[#kept + 1] = m end
+  end
+  if not found then fail("no image " .. name, 2) end
+  idx.manifests = kept
+  write_atomic(path("index.json"), json.encode(idx))
+  local used = {}
+  for _, m in ipairs(kept) do
+    used[m.digest:match("%x+$")] = true
+    local manifest = read_json(image.blob_path(m.digest))
+    used[manifest.config.digest:match("%x+$")] = true
+    for _, l in ipairs(manifest.layers or {}) do used[l.digest:match("%x+$")] = true end
+  end
+  local cache = path("cache.json")
+  if sys.stat(cache) then
+    for _, entry in pairs(read_json(cache)) do
+      if type(entry) == "table" and entry.digest then used[entry.digest:match("%x+$")] = true end
+    end
+  end
+  for _, hex in ipairs(sys.listdir(path("blobs/sha256")) or {}) do
+    if not used[hex] then sys.unlink(path("blobs/sha256", hex)) end
+  end
+  for _, hex in ipairs(sys.listdir(path("layers")) or {}) do
+    if not used[hex] then sys.remove_tree(path("layers", hex)) end
+  end
+end
+
+--- The unpacked layer folders of an image, top first (as overlay's lowerdir wants them).
+function image.lowers(img)
+  local lowers = {}
+  for i = #img.manifest.layers, 1, -1 do
+    lowers[#lowers + 1] = image.layer_dir(img.manifest.layers[i].digest)
+  end
+  return lowers
+end
+
+-- MARK: the command line
+
+local function usage()
+  io.stderr:write([[
+usage: moonbox images
+       moonbox image import SOURCE NAME     (a rootfs folder, a rootfs tarball, or an OCI layout folder)
+       moonbox image export NAME FOLDER     (an OCI image layout)
+       moonbox image inspect NAME
+       moonbox image rm NAME
+]])
+  os.exit(2)
+end
+
+function image.main(args)
+  local cmd = args[1]
+  if cmd == "ls" or cmd == "list" or cmd == nil then
+    print(string.format("%-30s %-20s %7s %12s", "NAME", "DIGEST", "LAYERS", "SIZE"))
+    for _, i in ipairs(image.list()) do
+      print(string.format("%-30s %-20s %7d %12d", i.name, i.digest:sub(8, 19), i.layers, i.size))
+    end
+  elseif cmd == "import" and args[2] and args[3] then
+    local src = args[2]
+    local st = sys.stat(src)
+    if not st then io.stderr:write("moonbox image: no such file: ", src, "\n") os.exit(1) end
+    local digest
+    if st.type == "dir" and sys.stat(src .. "/index.json") and sys.stat(src .. "/oci-layout") then
+      digest = image.import_oci(src, args[3], args[4])
+    elseif st.type == "dir" then
+      digest = image.import_dir(src, args[3])
+    else
+      digest = image.import_tar(src, args[3])
+    end
+    print(image.ref(args[3]) .. " " .. digest)
+  elseif cmd == "export" and args[2] and args[3] then
+    image.export(args[2], args[3])
+  elseif cmd == "inspect" and args[2] then
+    local img, err = image.resolve(args[2])
+    if not img then io.stderr:write("moonbox image: ", err, "\n") os.exit(1) end
+    print(json.encode({ name = img.name, digest = img.digest, manifest = img.manifest, config = img.config }, { indent = "  " }))
+  elseif (cmd == "rm" or cmd == "remove") and args[2] then
+    image.remove(args[2])
+  else
+    usage()
+  end
+end
+
+function image.main_images(args) return image.main({ "ls" }) end
+
+return image
