@@ -260,8 +260,9 @@ function image.list()
   return out
 end
 
---- Forgets a name, then removes blobs and unpacked layers no image uses any more.
-function image.remove(name)
+--- Forgets a name, then removes blobs and unpacked layers no image (and no cache entry)
+-- uses any more, unless `keep_blobs`.
+function image.remove(name, keep_blobs)
   name = image.ref(name)
   local idx = load_index()
   local kept, found = {}, false
@@ -271,6 +272,7 @@ function image.remove(name)
   if not found then fail("no image " .. name, 2) end
   idx.manifests = kept
   write_atomic(path("index.json"), json.encode(idx))
+  if keep_blobs then return end
   local used = {}
   for _, m in ipairs(kept) do
     used[m.digest:match("%x+$")] = true
