@@ -13,9 +13,14 @@ local LAYER = "application/vnd.oci.image.layer.v1.tar"
 local REF = "org.opencontainers.image.ref.name"
 image.media_types = { manifest = MANIFEST, config = CONFIG, layer = LAYER }
 
+local chosen_root
+
 function image.root()
-  return os.getenv("MOONBOX_ROOT") or "/var/lib/moonbox"
+  return chosen_root or os.getenv("MOONBOX_ROOT") or "/var/lib/moonbox"
 end
+
+--- Points this process at another store (tests, or several stores from one script).
+function image.use_root(dir) chosen_root = dir end
 
 local function path(...) return table.concat({ image.root(), ... }, "/") end
 

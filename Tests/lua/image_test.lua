@@ -1,0 +1,200 @@
+-- Images: the store, overlay runs, commit and whiteouts, deep images, OCI round trips,
+-- and recipes with their cache. Everything lives in a store under a temporary folder.
+local sys = require "moonbox.sys"
+local fs = require "moonbox.fs"
+local process = require "moonbox.process"
+local rootfs = require "moonbox.rootfs"
+local container = require "moonbox.container"
+local image = require "moonbox.image"
+local recipe = require "moonbox.recipe"
+
+local store, base
+
+local function setup()
+  if store then return end
+  store = fs.tempdir("image-test-")
+  image.use_root(store.path .. "/store")
+  base = rootfs.busybox(store.path .. "/busybox")
+  image.import_dir(base, "busybox:test")
+end
+
+local function sh(img, script, extra)
+  local spec = { image = img, command = { "/bin/sh", "-c", script }, stdout = "capture", stderr = "capture" }
+  for k, v in pairs(extra or {}) do spec[k] = v end
+  return container.run(spec)
+end
+
+describe("images", function()
+  before_each(function() needs_root() setup() end)
+
+  it("lays the store out as an OCI image layout", function()
+    local root = image.root()
+    expect(fs.read(root .. "/oci-layout")).to_be('{"imageLayoutVersion":"1.0.0"}')
+    local index = require("moonbox.json").decode(fs.read(root .. "/index.json"))
+    expect(index.schemaVersion).to_be(2)
+    expect(index.manifests[1].annotations["org.opencontainers.image.ref.name"]).to_be("busybox:test")
+    local img = assert(image.resolve("busybox:test"))
+    for _, d in ipairs({ img.digest, img.manifest.config.digest, img.manifest.layers[1].digest }) do
+      expect("sha256:" .. sys.sha256(image.blob_path(d))).to_be(d)
+    end
+  end)
+
+  it("runs the tutorial's overlay example through images: new_file in the upper, a whiteout for file3", function()
+    local layers = {}
+    for i = 1, 3 do
+      local d = store.path .. "/tut" .. i
+      assert(sys.mkdir(d))
+      fs.write(d .. "/file" .. i, "layer" .. i .. " file\n")
+      layers[i] = image.layer_from_dir(d)
+    end
+    local base_img = assert(image.resolve("busybox:test"))
+    local all = { base_img.manifest.layers[1] }
+    for i = 1, 3 do all[#all + 1] = layers[i] end
+    image.store("tutorial:1", image.new_config(layers, base_img.config), all)
+    local c <close> = container.new({ image = "tutorial:1", stdout = "capture",
+      command = { "/bin/sh", "-c", "cat /file2; echo new file > /new_file; rm /file3; ls /file*" } })
+    c:start()
+    local r = c:wait()
+    expect(r.stdout).to_be("layer2 file\n/file1\n/file2\n")
+    local upper = c.container_dir .. "/upper"
+    expect(sys.lstat(upper .. "/file3").type).to_be("char")
+    expect(fs.read(upper .. "/new_file")).to_be("new file\n")
+    for i = 1, 3 do
+      expect(fs.read(image.layer_dir(layers[i].digest) .. "/file" .. i)).to_be("layer" .. i .. " file\n")
+    end
+  end)
+
+  it("commits a container's changes, whiteouts included, and leaves the base alone", function()
+    local c <close> = container.new({ image = "busybox:test", command = { "/bin/sh", "-c", "rm /etc/group; rm -r /home; echo x > /added" } })
+    c:start()
+    expect(c:wait().code).to_be(0)
+    c:commit("busybox:changed")
+    c:remove()
+    expect(sh("busybox:changed", "ls /etc/group /home 2>&1 | grep -c 'No such'; cat /added").stdout).to_be("2\nx\n")
+    expect(sh("busybox:test", "ls -d /etc/group /home; ls /added 2>&1 | grep -c 'No such'").stdout).to_be("/etc/group\n/home\n1\n")
+    image.remove("busybox:changed")
+    expect(image.resolve("busybox:changed")).to_be_nil()
+  end)
+
+  it("takes command, env, working folder and user from the image config", function()
+    local img = assert(image.resolve("busybox:test"))
+    local cfg = image.new_config({}, img.config)
+    cfg.config.Cmd = { "/bin/sh", "-c", "echo $GREETING; pwd; id -u" }
+    cfg.config.Env = { "PATH=/bin:/usr/bin", "GREETING=from-config" }
+    cfg.config.WorkingDir = "/tmp"
+    cfg.config.User = "1000"
+    image.store("configured:1", cfg, img.manifest.layers)
+    local r = container.run({ image = "configured:1", stdout = "capture" })
+    expect(r.stdout).to_be("from-config\n/tmp\n1000\n")
+    r = container.run({ image = "configured:1", stdout = "capture", env = { GREETING = "spec" }, command = { "/bin/sh", "-c", "echo $GREETING" } })
+    expect(r.stdout).to_be("spec\n")
+  end)
+
+  it("mounts a 120-layer image, past one page of overlay options", function()
+    local img = assert(image.resolve("busybox:test"))
+    local layers = { img.manifest.layers[1] }
+    local added = {}
+    for i = 1, 120 do
+      local d = store.path .. "/deep/" .. i
+      assert(sys.mkdir(d))
+      fs.write(d .. "/layer-" .. i, tostring(i))
+      fs.write(d .. "/top", tostring(i))
+      local l = image.layer_from_dir(d)
+      layers[#layers + 1] = l
+      added[#added + 1] = l
+    end
+    image.store("deep:1", image.new_config(added, img.config), layers)
+    local r = sh("deep:1", "ls / | grep -c '^layer-'; cat /top")
+    expect(r.code).to_be(0)
+    expect(r.stdout).to_be("120\n120")
+  end)
+
+  it("exports an OCI layout and imports it again, checking digests", function()
+    local out = store.path .. "/exported"
+    image.export("busybox:test", out)
+    expect(sys.stat(out .. "/index.json")).to_be_truthy()
+    local digest = image.import_oci(out, "reimported:1")
+    expect(digest).to_be(assert(image.resolve("busybox:test")).digest)
+    expect(sh("reimported:1", "echo works").stdout).to_be("works\n")
+    -- a tampered blob is refused
+    local img = assert(image.resolve("busybox:test"))
+    local hex = img.manifest.layers[1].digest:match("%x+$")
+    fs.write(out .. "/blobs/sha256/" .. hex, "tampered")
+    expect(function() image.import_oci(out, "tampered:1") end).to_fail("digest mismatch")
+  end)
+
+  it("imports a rootfs tarball, as docker export makes", function()
+    local tar = store.path .. "/rootfs.tar"
+    process.run({ "tar", "-C", base, "-cf", tar, "." }, { check = true })
+    image.import_tar(tar, "fromtar:1")
+    expect(sh("fromtar:1", "ls /bin/busybox").stdout).to_be("/bin/busybox\n")
+  end)
+end)
+
+describe("recipes", function()
+  before_each(function() needs_root() setup() end)
+
+  local function write_recipe(dir, body)
+    return fs.write(dir .. "/recipe.lua", body)
+  end
+
+  it("builds, then rebuilds with nothing run, then rebuilds from the changed step on", function()
+    local dir = store.path .. "/r1"
+    assert(sys.mkdir(dir .. "/app"))
+    fs.write(dir .. "/app/start.sh", "#!/bin/sh\necho v1\n")
+    local file = write_recipe(dir, [[
+      return recipe "app:1" {
+        from "busybox:test",
+        copy("app/", "/app"),
+        run "chmod +x /app/start.sh",
+        run "echo built > /app/stamp",
+        env { MODE = "prod" },
+        workdir "/app",
+        cmd { "/app/start.sh" },
+      }]])
+    local first = recipe.build(recipe.load(file), { quiet = true })
+    expect(first.runs).to_be(3)
+    expect(first.layers).to_be(4)
+    local second = recipe.build(recipe.load(file), { quiet = true })
+    expect(second.runs).to_be(0)
+    expect(second.digest).to_be(first.digest)
+    for i = 2, 4 do expect(second.steps[i].cached).to_be(true) end
+    fs.write(dir .. "/app/start.sh", "#!/bin/sh\necho v2\n")
+    local third = recipe.build(recipe.load(file), { quiet = true })
+    expect(third.runs).to_be(3)
+    expect(third.layers).to_be(4)
+    expect(container.run({ image = "app:1", stdout = "capture" }).stdout).to_be("v2\n")
+    -- change only the last RUN: the steps before it come from the cache
+    write_recipe(dir, fs.read(file):gsub("echo built", "echo rebuilt"))
+    local fourth = recipe.build(recipe.load(file), { quiet = true })
+    expect(fourth.runs).to_be(1)
+    expect(fourth.steps[2].cached).to_be(true)
+    expect(fourth.steps[3].cached).to_be(true)
+  end)
+
+  it("names the failing step and shows its output", function()
+    local dir = store.path .. "/r2"
+    assert(sys.mkdir(dir))
+    local file = write_recipe(dir, [[
+      return recipe "broken:1" { from "busybox:test", run "echo about to fail; exit 3" }]])
+    expect(function() recipe.build(recipe.load(file), { quiet = true }) end)
+      .to_fail("step 2 %(RUN echo about to fail; exit 3%) failed: exit 3\nabout to fail")
+  end)
+
+  it("rejects recipes that are not recipes", function()
+    local dir = store.path .. "/r3"
+    assert(sys.mkdir(dir))
+    expect(function() recipe.load(write_recipe(dir, "return 5")) end).to_fail("must return recipe")
+    expect(function() recipe.load(write_recipe(dir, 'return recipe "x" { run "true" }')) end).to_fail("the first step must be from")
+    expect(function() recipe.load(write_recipe(dir, 'return recipe "x" { from "busybox", workdir "relative" }')) end)
+      .to_fail("workdir: an absolute path expected")
+  end)
+end)
+
+describe("image teardown", function()
+  it("leaves no store behind", function()
+    if store then store:remove() end
+    image.use_root(nil)
+    store = nil
+  end)
+end)
