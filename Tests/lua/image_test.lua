@@ -131,6 +131,40 @@ describe("images", function()
   end)
 end)
 
+describe("interop with skopeo and umoci", function()
+  before_each(function()
+    needs_root()
+    for _, tool in ipairs({ "skopeo", "umoci" }) do
+      if process.run({ "sh", "-c", "command -v " .. tool }).code ~= 0 then skip("needs " .. tool) end
+    end
+    setup()
+  end)
+
+  it("exports an image skopeo inspects and umoci unpacks to the same files", function()
+    local out = store.path .. "/interop"
+    image.export("busybox:test", out)
+    local inspect = process.run({ "skopeo", "inspect", "oci:" .. out .. ":busybox:test" })
+    expect(inspect.code).to_be(0)
+    local info = require("moonbox.json").decode(inspect.stdout)
+    expect(info.Digest).to_be(assert(image.resolve("busybox:test")).digest)
+    expect(#info.Layers).to_be(1)
+    local bundle = store.path .. "/bundle"
+    local unpack = process.run({ "umoci", "unpack", "--image", out .. ":busybox:test", bundle })
+    expect(unpack.stderr:match("[Ee]rror") and unpack.stderr or "").to_be("")
+    expect(process.run({ "diff", "-r", "--no-dereference", base, bundle .. "/rootfs" }).code).to_be(0)
+  end)
+
+  it("imports a layout skopeo made, and runs it", function()
+    local src = store.path .. "/interop-src"
+    image.export("busybox:test", src)
+    local copied = store.path .. "/interop-copy"
+    local r = process.run({ "skopeo", "copy", "oci:" .. src .. ":busybox:test", "oci:" .. copied .. ":copied" })
+    expect(r.code).to_be(0)
+    image.import_oci(copied, "copied:1", "copied")
+    expect(sh("copied:1", "echo from skopeo").stdout).to_be("from skopeo\n")
+  end)
+end)
+
 describe("recipes", function()
   before_each(function() needs_root() setup() end)
 
