@@ -20,7 +20,7 @@ struct Moonbox: ParsableCommand {
           moonbox gc                       remove what killed runs left behind
         """,
         version: moonboxVersion,
-        subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Images.self, Image.self, Build.self, Gc.self, Test.self],
+        subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Images.self, Image.self, Build.self, Pull.self, Push.self, Gc.self, Test.self],
         defaultSubcommand: Run.self
     )
 }
@@ -144,6 +144,26 @@ struct Build: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "RECIPE.lua [-t NAME:TAG] [--arg NAME=VALUE]")
     var arguments: [String] = []
     func run() throws { runStdlib("moonbox.recipe", arguments) }
+}
+
+struct Pull: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pull an image from a registry (OCI distribution API).",
+        discussion: "moonbox pull HOST[:PORT]/REPO[:TAG] [NAME]"
+    )
+    @Argument(parsing: .captureForPassthrough, help: "REF [NAME]")
+    var arguments: [String] = []
+    func run() throws { runStdlib("moonbox.registry", ["pull"] + arguments) }
+}
+
+struct Push: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Push an image to a registry (OCI distribution API).",
+        discussion: "moonbox push NAME HOST[:PORT]/REPO[:TAG]"
+    )
+    @Argument(parsing: .captureForPassthrough, help: "NAME REF")
+    var arguments: [String] = []
+    func run() throws { runStdlib("moonbox.registry", ["push"] + arguments) }
 }
 
 struct Gc: ParsableCommand {

@@ -165,6 +165,94 @@ describe("interop with skopeo and umoci", function()
   end)
 end)
 
+describe("more image sources", function()
+  before_each(function() needs_root() setup() end)
+
+  it("exports and imports an OCI archive (a tar of the layout)", function()
+    local tar = store.path .. "/image.tar"
+    image.export("busybox:test", tar)
+    local digest = image.import(tar, "fromarchive:1")
+    expect(digest).to_be(assert(image.resolve("busybox:test")).digest)
+  end)
+
+  it("imports a docker save tarball (legacy manifest.json)", function()
+    if process.run({ "sh", "-c", "command -v skopeo" }).code ~= 0 then skip("needs skopeo to make a docker-archive") end
+    local layout = store.path .. "/for-save"
+    image.export("busybox:test", layout)
+    local tar = store.path .. "/saved.tar"
+    local r = process.run({ "skopeo", "copy", "oci:" .. layout .. ":busybox:test", "docker-archive:" .. tar .. ":saved:1" })
+    expect(r.code).to_be(0)
+    image.import(tar, "saved:1")
+    expect(sh("saved:1", "echo from docker save").stdout).to_be("from docker save\n")
+  end)
+
+  it("runs layers compressed with gzip and zstd", function()
+    local img = assert(image.resolve("busybox:test"))
+    local layers = { img.manifest.layers[1] }
+    for _, c in ipairs({ "gzip", "zstd" }) do
+      local d = store.path .. "/compressed-" .. c
+      assert(sys.mkdir(d))
+      fs.write(d .. "/" .. c, c)
+      local tar = image.root() .. "/tmp/" .. c .. ".tar"
+      assert(sys.archive_create(d, tar, { compression = c }))
+      local digest, size = image.add_blob(tar, true)
+      layers[#layers + 1] = { digest = digest, size = size, mediaType = "application/vnd.oci.image.layer.v1.tar+" .. c }
+    end
+    image.store("compressed:1", img.config, layers)
+    expect(sh("compressed:1", "cat /gzip /zstd").stdout).to_be("gzipzstd")
+  end)
+end)
+
+describe("registries", function()
+  local server, port, data
+  before_each(function()
+    needs_root()
+    for _, tool in ipairs({ "docker-registry", "skopeo", "curl" }) do
+      if process.run({ "sh", "-c", "command -v " .. tool }).code ~= 0 then skip("needs " .. tool) end
+    end
+    setup()
+    -- A real registry on loopback, for this test only.
+    data = store.path .. "/registry"
+    assert(sys.mkdir(data))
+    port = 40000 + sys.getpid() % 20000
+    local config = fs.write(data .. "/config.yml", string.format(
+      "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: 127.0.0.1:%d\n", data, port))
+    server = assert(sys.fork())
+    if server == 0 then
+      sys.dup2(assert(sys.open("/dev/null", "wronly")), 1)
+      sys.dup2(assert(sys.open("/dev/null", "wronly")), 2)
+      sys.exec({ "docker-registry", "serve", config })
+      sys._exit(127)
+    end
+    for _ = 1, 100 do
+      if process.run({ "curl", "-sf", string.format("http://127.0.0.1:%d/v2/", port) }).code == 0 then return end
+      sys.nanosleep(0.05)
+    end
+    error("the registry did not start on port " .. port)
+  end)
+  after_each(function()
+    if server then sys.kill(server, "TERM") sys.wait(server) server = nil end
+  end)
+
+  it("pulls what skopeo pushed, and pushes what skopeo reads back", function()
+    local registry = require "moonbox.registry"
+    local layout = store.path .. "/for-registry"
+    image.export("busybox:test", layout)
+    local ref = string.format("127.0.0.1:%d/moonbox/busybox:test", port)
+    local r = process.run({ "skopeo", "copy", "--dest-tls-verify=false", "oci:" .. layout .. ":busybox:test", "docker://" .. ref })
+    expect(r.code).to_be(0)
+    local name = registry.pull(ref, "pulled:1")
+    expect(name).to_be("pulled:1")
+    expect(sh("pulled:1", "echo pulled").stdout).to_be("pulled\n")
+    local pushed = string.format("127.0.0.1:%d/moonbox/pushed:2", port)
+    local digest = registry.push("busybox:test", pushed)
+    local inspect = process.run({ "skopeo", "inspect", "--tls-verify=false", "docker://" .. pushed })
+    expect(inspect.code).to_be(0)
+    expect(require("moonbox.json").decode(inspect.stdout).Digest).to_be(digest)
+    expect(function() registry.pull(string.format("127.0.0.1:%d/nothing:here", port)) end).to_fail("HTTP 404")
+  end)
+end)
+
 describe("recipes", function()
   before_each(function() needs_root() setup() end)
 

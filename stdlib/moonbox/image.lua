@@ -104,15 +104,22 @@ function image.store(name, config, layers)
     manifest.layers[i] = { mediaType = l.mediaType or LAYER, digest = l.digest, size = l.size }
   end
   local digest, size = image.add_json(manifest)
+  image.tag_manifest(name, digest, size)
+  return digest
+end
+
+--- Points `name` at a stored manifest blob.
+function image.tag_manifest(name, digest, size, media_type)
+  image.init()
+  name = image.ref(name)
   local index = load_index()
   local kept = {}
   for _, m in ipairs(index.manifests or {}) do
     if not (m.annotations and m.annotations[REF] == name) then kept[#kept + 1] = m end
   end
-  kept[#kept + 1] = { mediaType = MANIFEST, digest = digest, size = size, annotations = { [REF] = name } }
+  kept[#kept + 1] = { mediaType = media_type or MANIFEST, digest = digest, size = size, annotations = { [REF] = name } }
   index.manifests = kept
   write_atomic(path("index.json"), json.encode(index))
-  return digest
 end
 
 --- {name=, digest=, manifest=, config=} for a stored image; nil and a message if unknown.
@@ -219,19 +226,83 @@ function image.import_oci(layout, name, ref)
   for _, l in ipairs(manifest.layers or {}) do copy(l.digest) end
   name = name or (chosen.annotations and chosen.annotations[REF]) or fail("give the image a name", 2)
   -- Keep the manifest as it was, under our name.
-  local idx = load_index()
-  local kept = {}
-  for _, m in ipairs(idx.manifests or {}) do
-    if not (m.annotations and m.annotations[REF] == image.ref(name)) then kept[#kept + 1] = m end
-  end
-  kept[#kept + 1] = { mediaType = MANIFEST, digest = chosen.digest, size = chosen.size, annotations = { [REF] = image.ref(name) } }
-  idx.manifests = kept
-  write_atomic(path("index.json"), json.encode(idx))
+  image.tag_manifest(name, chosen.digest, chosen.size, chosen.mediaType)
   return chosen.digest
 end
 
---- Writes an image as an OCI image layout folder (skopeo and umoci read it).
+--- Imports a `docker save` tarball's contents (unpacked in `dir`): the OCI form when it has
+-- one, else the legacy manifest.json with its config and layer tars.
+local function import_docker_save(dir, name)
+  if sys.stat(dir .. "/oci-layout") and sys.stat(dir .. "/index.json") then
+    return image.import_oci(dir, name)
+  end
+  local manifest = read_json(dir .. "/manifest.json")[1]
+  if not manifest or not manifest.Config or not manifest.Layers then fail("manifest.json has no image", 3) end
+  name = name or (manifest.RepoTags and manifest.RepoTags[1]) or fail("give the image a name", 3)
+  local config = read_json(dir .. "/" .. manifest.Config)
+  local layers = {}
+  for i, l in ipairs(manifest.Layers) do
+    local digest, size = image.add_blob(dir .. "/" .. l)
+    local want = config.rootfs and config.rootfs.diff_ids and config.rootfs.diff_ids[i]
+    if want and want ~= digest then
+      -- A compressed layer: its diff_id is of the uncompressed tar, which libarchive reads either way.
+      local head = fs.read(dir .. "/" .. l) or ""
+      if not (head:sub(1, 2) == "\31\139" or head:sub(1, 4) == "\40\181\47\253") then
+        fail(string.format("layer %s hashes to %s, not the config's %s", l, digest, want), 3)
+      end
+    end
+    layers[i] = { digest = digest, size = size, mediaType = LAYER }
+  end
+  return image.store(name, config, layers)
+end
+
+--- Imports any image source: a rootfs folder, an OCI layout folder, or a tarball holding a
+-- rootfs (docker export), an OCI layout (an OCI archive) or a `docker save` image.
+function image.import(source, name, ref)
+  local st = sys.stat(source)
+  if not st then fail("no such file or folder: " .. tostring(source), 2) end
+  if st.type == "dir" then
+    if sys.stat(source .. "/oci-layout") and sys.stat(source .. "/index.json") then return image.import_oci(source, name, ref) end
+    if not name then fail("give the image a name", 2) end
+    return image.import_dir(source, name)
+  end
+  image.init()
+  local tmp = assert(sys.mkdtemp(path("tmp", "import-")))
+  local ok, result = pcall(function()
+    local okx, msg = sys.archive_extract(source, tmp)
+    if not okx then fail(msg, 3) end
+    if sys.stat(tmp .. "/oci-layout") and sys.stat(tmp .. "/index.json") then
+      if sys.stat(tmp .. "/manifest.json") then return import_docker_save(tmp, name) end
+      return image.import_oci(tmp, name, ref)
+    end
+    if sys.stat(tmp .. "/manifest.json") and not sys.stat(tmp .. "/bin") then return import_docker_save(tmp, name) end
+    if not name then fail("give the image a name", 3) end
+    return image.import_dir(tmp, name)
+  end)
+  sys.remove_tree(tmp)
+  if not ok then error(result, 2) end
+  return result
+end
+
+--- Writes an image as an OCI image layout folder (skopeo and umoci read it), or as an OCI
+-- archive (a tar of the layout) when `dest` ends in .tar.
 function image.export(name, dest)
+  if dest:match("%.tar$") then
+    image.init()
+    local tmp = assert(sys.mkdtemp(path("tmp", "export-")))
+    local ok, err = pcall(image.export, name, tmp .. "/layout")
+    if ok then
+      local okc, msg = sys.archive_create(tmp .. "/layout", dest)
+      if not okc then ok, err = false, msg end
+    end
+    sys.remove_tree(tmp)
+    if not ok then error(err, 2) end
+    return dest
+  end
+  return image.export_layout(name, dest)
+end
+
+function image.export_layout(name, dest)
   local img, err = image.resolve(name)
   if not img then fail(err, 2) end
   assert(sys.mkdir(dest .. "/blobs/sha256"))
@@ -313,8 +384,8 @@ end
 local function usage()
   io.stderr:write([[
 usage: moonbox images
-       moonbox image import SOURCE NAME     (a rootfs folder, a rootfs tarball, or an OCI layout folder)
-       moonbox image export NAME FOLDER     (an OCI image layout)
+       moonbox image import SOURCE NAME     (a rootfs folder or tarball, an OCI layout or archive, a docker save tarball)
+       moonbox image export NAME DEST       (an OCI image layout folder, or an OCI archive when DEST ends in .tar)
        moonbox image inspect NAME
        moonbox image rm NAME
 ]])
@@ -329,17 +400,8 @@ function image.main(args)
       print(string.format("%-30s %-20s %7d %12d", i.name, i.digest:sub(8, 19), i.layers, i.size))
     end
   elseif cmd == "import" and args[2] and args[3] then
-    local src = args[2]
-    local st = sys.stat(src)
-    if not st then io.stderr:write("moonbox image: no such file: ", src, "\n") os.exit(1) end
-    local digest
-    if st.type == "dir" and sys.stat(src .. "/index.json") and sys.stat(src .. "/oci-layout") then
-      digest = image.import_oci(src, args[3], args[4])
-    elseif st.type == "dir" then
-      digest = image.import_dir(src, args[3])
-    else
-      digest = image.import_tar(src, args[3])
-    end
+    local ok, digest = pcall(image.import, args[2], args[3], args[4])
+    if not ok then io.stderr:write("moonbox image: ", tostring(digest), "\n") os.exit(1) end
     print(image.ref(args[3]) .. " " .. digest)
   elseif cmd == "export" and args[2] and args[3] then
     image.export(args[2], args[3])
