@@ -1,10 +1,8 @@
--- A Debian image: a minbase debootstrap of bookworm (needs debootstrap and Debian's mirror,
--- a few minutes), as a rootfs tarball, then a package on top.
---   moonbox build scripts/recipes/debian.lua
--- The tarball comes from: debootstrap --variant=minbase bookworm DIR && tar -C DIR -czf bookworm.tar.gz .
-local tarball = os.getenv("BOOKWORM_TAR") or "/var/tmp/bookworm-minbase.tar.gz"
-return recipe "debian-curl:bookworm" {
-  from(tarball),
-  run "apt-get update && apt-get install -y --no-install-recommends curl ca-certificates && rm -rf /var/lib/apt/lists/*",
-  cmd { "curl", "--version" },
+-- A Debian image without a registry: debootstrap of bookworm (minbase), then a package on top.
+--   moonbox build scripts/recipes/debian.lua      (a few minutes the first time: debootstrap
+--                                                  downloads Debian; the base is then kept)
+return recipe "debian-tools:bookworm" {
+  from(debootstrap("bookworm", { variant = "minbase" })),
+  run "apt-get update -qq && apt-get install -y -qq --no-install-recommends jq && rm -rf /var/lib/apt/lists/*",
+  cmd { "jq", "--version" },
 }

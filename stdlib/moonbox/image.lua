@@ -201,6 +201,48 @@ function image.import_tar(tar, name, config)
   return digest
 end
 
+-- The Debian mirror apt already uses here, or Debian's own.
+local function debian_mirror()
+  for _, f in ipairs({ "/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list" }) do
+    local text = fs.read(f) or ""
+    local uri = text:match("URIs:%s*(%S+/debian)%s") or text:match("\ndeb%s+(%S+/debian)%s") or text:match("^deb%s+(%S+/debian)%s")
+    if uri then return uri end
+  end
+  return "http://deb.debian.org/debian"
+end
+
+--- A Debian image from debootstrap: image.debootstrap("bookworm", {variant = "minbase"}).
+-- Its progress is shown as debootstrap prints it. The image is named debian:SUITE[-VARIANT]
+-- (or opts.name) and made once.
+function image.debootstrap(suite, opts)
+  opts = opts or {}
+  if type(suite) ~= "string" or not suite:match("^[%w-]+$") then fail("debootstrap: a suite like \"bookworm\" expected", 2) end
+  local name = image.ref(opts.name or ("debian:" .. suite .. (opts.variant and ("-" .. opts.variant) or "")))
+  if not opts.rebuild then
+    local existing = image.resolve(name)
+    if existing then return existing.digest, name end
+  end
+  local process = require "moonbox.process"
+  if process.run({ "sh", "-c", "command -v debootstrap" }).code ~= 0 then
+    fail("debootstrap is not installed (apt-get install debootstrap)", 2)
+  end
+  image.init()
+  local tmp = assert(sys.mkdtemp(path("tmp", "debootstrap-")))
+  local argv = { "debootstrap" }
+  if opts.variant then argv[#argv + 1] = "--variant=" .. opts.variant end
+  if opts.include then argv[#argv + 1] = "--include=" .. table.concat(opts.include, ",") end
+  argv[#argv + 1] = suite
+  argv[#argv + 1] = tmp .. "/root"
+  argv[#argv + 1] = opts.mirror or debian_mirror()
+  -- debootstrap's own I: lines are the progress; they go to our stdout as they come.
+  local r = process.run(argv, { capture = false })
+  local ok, digest = false, "debootstrap failed (exit " .. tostring(r.code or r.signal) .. ")"
+  if r.code == 0 then ok, digest = pcall(image.import_dir, tmp .. "/root", name, { Cmd = { "/bin/bash" } }) end
+  sys.remove_tree(tmp)
+  if not ok then fail(tostring(digest), 2) end
+  return digest, name
+end
+
 --- Imports the image `ref` (or the only one) from an OCI image layout folder, checking every digest.
 function image.import_oci(layout, name, ref)
   image.init()

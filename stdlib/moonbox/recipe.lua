@@ -1,7 +1,8 @@
 -- moonbox.recipe: images built step by step from Lua, with a layer cache.
 --
 --   return recipe "hello:1" {
---     from "busybox",              -- busybox-static, an image name, or a rootfs tarball path
+--     from "busybox",              -- busybox-static, an image name, a rootfs tarball path,
+--                                  -- or debootstrap("bookworm", {variant = "minbase"})
 --     arg { GREETING = "hi" },     -- parameters, overridden by `moonbox build --arg GREETING=yo`
 --     copy("app/", "/app"),        -- host files (relative to the recipe), hashed into the cache key
 --     run "chmod +x /app/start.sh",
@@ -40,6 +41,11 @@ function recipe.language(base_dir, args)
   function L.from(source)
     if type(source) ~= "string" then error("from: an image name, \"busybox\" or a tarball path expected", 2) end
     return step("from", { source = source })
+  end
+  --- from(debootstrap "bookworm") or from(debootstrap("bookworm", {variant = "minbase"}))
+  function L.debootstrap(suite, opts)
+    opts = opts or {}
+    return "debootstrap:" .. tostring(suite) .. ":" .. (opts.variant or "")
   end
   function L.copy(src, dst)
     if type(src) ~= "string" or type(dst) ~= "string" or dst:sub(1, 1) ~= "/" then
@@ -181,6 +187,11 @@ local function base_image(source, report)
     local root = dir.path .. "/root"
     if source == "busybox" then rootfs.busybox(root) else assert(sys.mkdir(root)) end
     image.import_dir(root, name, { Cmd = { "/bin/sh" } })
+    return assert(image.resolve(name))
+  end
+  local suite, variant = source:match("^debootstrap:([%w-]+):(.*)$")
+  if suite then
+    local _, name = image.debootstrap(suite, { variant = variant ~= "" and variant or nil })
     return assert(image.resolve(name))
   end
   local st = sys.stat(source)
