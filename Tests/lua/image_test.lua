@@ -253,6 +253,27 @@ describe("registries", function()
   end)
 end)
 
+describe("debootstrap", function()
+  before_each(function()
+    needs_root()
+    if process.run({ "sh", "-c", "command -v debootstrap" }).code ~= 0 then skip("needs debootstrap") end
+    setup()
+  end)
+
+  it("makes a Debian image without a registry, and builds the Debian recipe on it", function()
+    local digest, name = image.debootstrap("bookworm", { variant = "minbase" })
+    expect(name).to_be("debian:bookworm-minbase")
+    expect(digest).to_match("^sha256:")
+    local r = sh(name, "cat /etc/debian_version; dpkg -s bash | grep -c '^Status: install ok installed'")
+    expect(r.stdout).to_match("^12%.%d+\n1\n$")
+    local source = (os.getenv("MOONBOX_SOURCE") or ".") .. "/scripts/recipes/debian.lua"
+    local report = recipe.build(recipe.load(source), { quiet = true })
+    expect(report.runs).to_be(1)
+    local out = container.run({ image = "debian-tools:bookworm", stdout = "capture" })
+    expect(out.stdout).to_match("^jq%-1%.")
+  end)
+end)
+
 describe("recipes", function()
   before_each(function() needs_root() setup() end)
 
