@@ -509,13 +509,9 @@ enum Cgroups {
     private static func discover() throws(CgroupError) -> CgroupBackend {
         if let root = getenv("MOONBOX_CGROUP_ROOT").map({ String(cString: $0) }), !root.isEmpty {
             if fileExists(root + "/cgroup.controllers") { return CgroupV2(parent: root + "/moonbox") }
-            guard let dir = opendir(root) else { throw .system("MOONBOX_CGROUP_ROOT=\(root)", errno) }
-            defer { closedir(dir) }
+            guard let names = folderNames(path: root) else { throw .system("MOONBOX_CGROUP_ROOT=\(root)", errno) }
             var parents: [String: String] = [:]
-            while let e = readdir(dir) {
-                let name = withUnsafePointer(to: e.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
-                if !name.hasPrefix(".") { parents[name] = root + "/" + name + "/moonbox" }
-            }
+            for name in names where !name.hasPrefix(".") { parents[name] = root + "/" + name + "/moonbox" }
             return CgroupV1(parents: parents)
         }
         // Which hierarchy holds which controller, and where this process sits in each.

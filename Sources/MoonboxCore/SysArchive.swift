@@ -99,14 +99,7 @@ private final class Extractor {
     }
 
     private func removeAll(_ dirfd: Int32) {
-        guard let d = fdopendir(dup(dirfd)) else { return }
-        defer { closedir(d) }
-        var names: [String] = []
-        while let e = readdir(d) {
-            let n = withUnsafePointer(to: e.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
-            if n != "." && n != ".." { names.append(n) }
-        }
-        for n in names { clear(dirfd, n, keepFolder: false) }
+        for n in folderNames(dirfd) ?? [] { clear(dirfd, n, keepFolder: false) }
     }
 
     func owner(_ fd: Int32, _ entry: OpaquePointer) {
@@ -264,13 +257,7 @@ private final class Creator {
     init(archive: OpaquePointer) { self.archive = archive }
 
     func add(_ dirfd: Int32, _ prefix: String) throws {
-        guard let d = fdopendir(dup(dirfd)) else { throw ExtractFailure(message: "opendir \(prefix): \(errnoText(errno))", errno: errno) }
-        var names: [String] = []
-        while let e = readdir(d) {
-            let n = withUnsafePointer(to: e.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
-            if n != "." && n != ".." { names.append(n) }
-        }
-        closedir(d)
+        guard let names = folderNames(dirfd) else { throw ExtractFailure(message: "opendir \(prefix): \(errnoText(errno))", errno: errno) }
         for name in names.sorted() {
             let path = prefix.isEmpty ? name : prefix + "/" + name
             var st = stat()

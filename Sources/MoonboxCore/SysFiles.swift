@@ -16,6 +16,28 @@ private func fileType(_ mode: mode_t) -> String {
     }
 }
 
+/// The names in an open folder fd (not . and ..), in directory order; nil when it cannot be read.
+func folderNames(_ fd: Int32) -> [String]? {
+    guard let dir = fdopendir(dup(fd)) else { return nil }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafePointer(to: entry.pointee.d_name) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
+/// The names in the folder at `path`; nil with errno set when it cannot be opened.
+func folderNames(path: String) -> [String]? {
+    let fd = mb_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+    if fd < 0 { return nil }
+    defer { Glibc.close(fd) }
+    return folderNames(fd)
+}
+
 private func pushStat(_ lua: Lua, _ st: stat) {
     lua.newTable(records: 14)
     lua.set("type", fileType(st.st_mode))
@@ -56,15 +78,7 @@ func makeDirectories(_ path: String, mode: mode_t) -> Int32? {
 /// Removes everything below the open folder `dirfd` without following symlinks and
 /// without entering another mount. Returns the paths it refused to cross, or the first error.
 private func removeContents(_ dirfd: Int32, _ path: String, _ mountID: Int64, _ skipped: inout [String]) -> (String, Int32)? {
-    guard let dir = fdopendir(dup(dirfd)) else { return (path, errno) }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafePointer(to: entry.pointee.d_name) {
-            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-        }
-        if name != "." && name != ".." { names.append(name) }
-    }
+    guard let names = folderNames(dirfd) else { return (path, errno) }
     for name in names {
         let child = path + "/" + name
         var st = stat()
@@ -162,15 +176,7 @@ let fileFunctions: [(String, LuaFunction)] = [
     // listdir(path): the names in a folder, sorted, without . and ..
     ("listdir", { lua in
         let path = try Args(lua, "listdir").string(1, "path")
-        guard let dir = opendir(path) else { return lua.fail("listdir(\(path))") }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
+        guard let names = folderNames(path: path) else { return lua.fail("listdir(\(path))") }
         lua.push(list: names.sorted())
         return 1
     }),

@@ -53,17 +53,6 @@ local function merge(base, over)
   return out
 end
 
-local function check_options(opts)
-  for k in pairs(opts) do
-    if not OPTION_KEYS[k] then
-      local known = {}
-      for n in pairs(OPTION_KEYS) do known[#known + 1] = n end
-      table.sort(known)
-      option_error("unknown option '" .. tostring(k) .. "' (known: " .. table.concat(known, ", ") .. ")")
-    end
-  end
-end
-
 --- "SRC:DST" strings, or {source=, target=}, made absolute mount specs.
 local function normalize_inputs(list)
   local out = {}
@@ -172,7 +161,7 @@ local counter = 0
 function sandbox.open(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("sandbox.open: options table expected", 2) end
-  check_options(opts)
+  process.check_options("sandbox.open", opts, OPTION_KEYS)
   local o = merge(sandbox.defaults, opts)
   if type(o.rootfs) ~= "string" or not (sys.stat(o.rootfs) or {}).type == "dir" then
     option_error("rootfs must be a folder")
@@ -256,12 +245,8 @@ function Box:run(argv, opts)
   if self.closed then error("sandbox: box " .. self.id .. " is closed", 2) end
   if type(argv) ~= "table" or type(argv[1]) ~= "string" then error("sandbox: argv must be a list of strings", 2) end
   opts = opts or {}
-  for k in pairs(opts) do
-    if not ({ stdin = true, time = true, wall_time = true, memory = true, pids = true, output_limit = true,
-      env = true, output = true, cwd = true, cpus = true })[k] then
-      error("sandbox: box:run: unknown option '" .. tostring(k) .. "'", 2)
-    end
-  end
+  process.check_options("box:run", opts, { stdin = true, time = true, wall_time = true, memory = true, pids = true,
+    output_limit = true, env = true, output = true, cwd = true, cpus = true })
   local o = merge(self.options, opts)
   local env = { PATH = "/usr/local/bin:/usr/bin:/bin", HOME = "/box", LANG = "C.UTF-8" }
   for k, v in pairs(o.env or {}) do env[k] = v end
