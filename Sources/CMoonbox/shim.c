@@ -7,6 +7,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sys/mman.h>
+#include <linux/bpf.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -303,4 +304,30 @@ int mb_utimens_fd(int fd, long long sec, long nsec) {
 int mb_utimens_at(int dirfd, const char *name, long long sec, long nsec) {
     struct timespec ts[2] = { { .tv_sec = sec, .tv_nsec = nsec }, { .tv_sec = sec, .tv_nsec = nsec } };
     return utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
+}
+
+int mb_bpf_device_filter(int cgroupfd, const void *insns, int count, char *log, size_t logsize) {
+    union bpf_attr load;
+    memset(&load, 0, sizeof load);
+    load.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+    load.insn_cnt = (unsigned)count;
+    load.insns = (unsigned long long)(unsigned long)insns;
+    load.license = (unsigned long long)(unsigned long)"Apache";
+    load.log_level = log && logsize ? 1 : 0;
+    load.log_size = (unsigned)logsize;
+    load.log_buf = (unsigned long long)(unsigned long)log;
+    int prog = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof load);
+    if (prog < 0) return -1;
+    if (log && logsize) log[0] = 0;  // the verifier's log only matters when it refused
+    union bpf_attr attach;
+    memset(&attach, 0, sizeof attach);
+    attach.target_fd = (unsigned)cgroupfd;
+    attach.attach_bpf_fd = (unsigned)prog;
+    attach.attach_type = BPF_CGROUP_DEVICE;
+    attach.attach_flags = BPF_F_ALLOW_MULTI;
+    int r = (int)syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof attach);
+    int e = errno;
+    close(prog);  // the cgroup keeps the program
+    errno = e;
+    return r;
 }

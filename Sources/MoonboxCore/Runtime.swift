@@ -32,7 +32,7 @@ public final class Runtime {
     /// The functions of moonbox.sys, grouped by kernel concern.
     static let sysModule: [(String, LuaFunction)] =
         processFunctions + mountFunctions + fileFunctions + fdFunctions + terminalFunctions + cgroupFunctions
-        + introspectionFunctions + seccompFunctions + archiveFunctions
+        + introspectionFunctions + seccompFunctions + archiveFunctions + deviceFilterFunctions
 
     /// package.preload["moonbox.sys"], then a searcher for MOONBOX_PATH (development),
     /// then the stdlib embedded in the binary, then Lua's own searchers.

@@ -188,3 +188,58 @@ describe("cgroup backends on a folder tree", function()
     expect(file("freezer", "freezer.state")).to_be("FROZEN")
   end)
 end)
+
+describe("cgroup v2 device filters", function()
+  it("allows only the devices named, through an eBPF program", function()
+    needs_root()
+    -- A v2 folder of our own: the group's on a v2 host, on the unified hierarchy of a hybrid one.
+    local dir
+    if sys.cgroup_version() == 2 then
+      assert(sys.cgroup_set("devfilter-" .. sys.getpid(), "pids.max", "max"))
+      dir = sys.cgroup_path("devfilter-" .. sys.getpid())[1]
+    else
+      if not sys.stat("/sys/fs/cgroup/unified/cgroup.procs") then skip("no cgroup v2 hierarchy on this host") end
+      local own = io.open("/proc/self/cgroup"):read("a"):match("\n?0::([^\n]*)")
+      if not own then skip("this process is in no v2 cgroup") end
+      dir = "/sys/fs/cgroup/unified" .. (own == "/" and "" or own) .. "/moonbox-devfilter-" .. sys.getpid()
+      assert(sys.mkdir(dir))
+    end
+    finally(function()
+      if sys.cgroup_version() == 2 then sys.cgroup_remove("devfilter-" .. sys.getpid()) else sys.rmdir(dir) end
+    end)
+    assert(sys.bpf_device_filter(dir, { "c 1:3 rwm", "c 1:9 r" }))
+    local r, w = assert(sys.pipe())
+    local out_r, out_w = assert(sys.pipe())
+    local pid = assert(sys.fork())
+    if pid == 0 then
+      sys.read(r, 1)
+      local seen = {}
+      local function try(path, mode)
+        local f = io.open(path, mode)
+        if f then f:close() end
+        seen[#seen + 1] = path .. ":" .. mode .. "=" .. (f and "ok" or "denied")
+      end
+      try("/dev/null", "w")
+      try("/dev/zero", "r")
+      try("/dev/urandom", "r")
+      try("/dev/urandom", "w")
+      local ok = sys.mknod("/tmp/moonbox-devfilter-" .. sys.getpid(), "char", tonumber("600", 8), 1, 5)
+      if ok then sys.unlink("/tmp/moonbox-devfilter-" .. sys.getpid()) end
+      seen[#seen + 1] = "mknod=" .. (ok and "ok" or "denied")
+      sys.write(out_w, table.concat(seen, " "))
+      sys._exit(0)
+    end
+    out_w:close()
+    local f = assert(io.open(dir .. "/cgroup.procs", "w"))
+    f:write(tostring(pid))
+    f:close()
+    sys.write(w, "g")
+    local seen = sys.read(out_r, 4096)
+    sys.wait(pid)
+    expect(seen).to_be("/dev/null:w=ok /dev/zero:r=denied /dev/urandom:r=ok /dev/urandom:w=denied mknod=denied")
+    expect(function() sys.bpf_device_filter(dir, { "x 1:3 rwm" }) end).to_fail("bad rule 'x 1:3 rwm'")
+    local okf, msg = sys.bpf_device_filter("/tmp", { "c 1:3 rwm" })
+    expect(okf).to_be_nil()
+    expect(msg).to_match("^bpf_device_filter%(/tmp%)")
+  end)
+end)

@@ -52,7 +52,8 @@ function security.capabilities(cap_add, cap_drop)
   return list
 end
 
--- The character devices a container may use (v1 devices cgroup rules; the v2 program has the same).
+-- The character devices a container may use: v1 devices cgroup lines, and the rules of the
+-- eBPF program that does the same on v2.
 security.allowed_devices = {
   "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", -- null zero full random urandom
   "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm",                           -- tty console ptmx
@@ -70,7 +71,10 @@ function security.restrict_devices(group)
     end
     return true
   end
-  return false, "device restriction on cgroup v2 needs a BPF device program, which moonbox does not load yet"
+  -- cgroup v2 has no devices files: an eBPF program attached to the group decides instead.
+  local dir = (sys.cgroup_path(group) or {})[1]
+  if not dir then return false, "no cgroup folder for " .. group end
+  return sys.bpf_device_filter(dir, security.allowed_devices)
 end
 
 -- MARK: seccomp

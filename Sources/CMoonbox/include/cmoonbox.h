@@ -122,6 +122,11 @@ static inline uint32_t mb_SCMP_ACT_ERRNO(uint32_t e) { return SCMP_ACT_ERRNO(e);
 int mb_seccomp_load_bpf(const void *program, size_t length);
 int mb_memfd_create(const char *name);
 
+// ---- cgroup v2 device filters ----
+// Loads an eBPF program of type BPF_PROG_TYPE_CGROUP_DEVICE (`count` 8-byte instructions) and
+// attaches it to the cgroup v2 folder `cgroupfd`. On a verifier failure `log` holds why.
+int mb_bpf_device_filter(int cgroupfd, const void *insns, int count, char *log, size_t logsize);
+
 // ---- paths resolved inside a root ----
 // openat2(2) with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS: the path
 // stays inside `rootfd` and no symlink is followed on the way.
