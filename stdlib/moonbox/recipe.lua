@@ -285,6 +285,9 @@ local function build_layer(img, s, config, args, out)
   return layer
 end
 
+-- Metadata steps that set one field of the image config.
+local CONFIG_FIELDS = { workdir = "WorkingDir", user = "User", cmd = "Cmd", entrypoint = "Entrypoint" }
+
 --- Builds a recipe description; returns a report {name=, digest=, steps={{text=, cached=, seconds=}}, runs=}.
 function recipe.build(desc, options)
   options = options or {}
@@ -345,17 +348,8 @@ function recipe.build(desc, options)
       config.config.Labels = config.config.Labels or {}
       for k, v in pairs(s.values) do config.config.Labels[k] = tostring(v) end
       cached = true
-    elseif s.kind == "workdir" then
-      config.config.WorkingDir = s.value
-      cached = true
-    elseif s.kind == "user" then
-      config.config.User = s.value
-      cached = true
-    elseif s.kind == "cmd" then
-      config.config.Cmd = s.value
-      cached = true
-    elseif s.kind == "entrypoint" then
-      config.config.Entrypoint = s.value
+    elseif CONFIG_FIELDS[s.kind] then
+      config.config[CONFIG_FIELDS[s.kind]] = s.value
       cached = true
     elseif s.kind == "arg" then
       cached = true
