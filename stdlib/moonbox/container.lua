@@ -313,9 +313,21 @@ container._sentinel = setmetatable({}, { __gc = cleanup_all })
 local function check_signals()
   local caught = sys.signals_caught()
   if #caught == 0 then return end
+  local sig
+  for _, s in ipairs(caught) do
+    if s == "WINCH" then
+      -- The terminal was resized: so are the containers' terminals.
+      local rows, cols = sys.winsize(0)
+      for _, c in pairs(live) do
+        if c.tty_master and rows and rows > 0 then sys.winsize(c.tty_master, rows, cols) end
+      end
+    else
+      sig = sig or s
+    end
+  end
+  if not sig then return end
   debug.sethook()
   cleanup_all()
-  local sig = caught[1]
   sys.signal({ "INT", "TERM", "HUP" }, "default")
   io.stdout:flush()
   sys.kill(sys.getpid(), sig)
@@ -1186,6 +1198,7 @@ function container.run(spec)
       local rows, cols = sys.winsize(0)
       c:start()
       if rows and rows > 0 then sys.winsize(c.tty_master, rows, cols) end
+      sys.signal("WINCH", "catch")
     else
       c:start()
     end
