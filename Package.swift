@@ -16,7 +16,7 @@ let package = Package(
         .target(
             name: "CMoonbox",
             cSettings: [.define("_GNU_SOURCE")],
-            linkerSettings: [.linkedLibrary("lua5.4"), .linkedLibrary("seccomp"), .linkedLibrary("archive"), .linkedLibrary("m"), .linkedLibrary("dl")]
+            linkerSettings: [.linkedLibrary("lua5.4"), .linkedLibrary("seccomp"), .linkedLibrary("m"), .linkedLibrary("dl")]
         ),
         // Generates the embedded copy of stdlib/ so the binary runs from anywhere.
         .executableTarget(name: "EmbedStdlib", path: "Sources/EmbedStdlib"),

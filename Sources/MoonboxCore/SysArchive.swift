@@ -362,6 +362,7 @@ let archiveFunctions: [(String, LuaFunction)] = [
         } else {
             options.sameOwner = geteuid() == 0
         }
+        if let problem = libarchiveProblem { return lua.fail(message: "archive_extract(\(path)): \(problem)", errnoName: "ENOSYS") }
         let root = mb_open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
         if root < 0 { return lua.fail("archive_extract(\(dest))") }
         defer { Glibc.close(root) }
@@ -407,6 +408,7 @@ let archiveFunctions: [(String, LuaFunction)] = [
         guard ["none", "gzip", "zstd"].contains(compression) else {
             throw a.error(3, "compression", "must be none, gzip or zstd")
         }
+        if let problem = libarchiveProblem { return lua.fail(message: "archive_create(\(path)): \(problem)", errnoName: "ENOSYS") }
         let dir = mb_open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
         if dir < 0 { return lua.fail("archive_create(\(src))") }
         defer { Glibc.close(dir) }

@@ -10,8 +10,6 @@
 #include <lua5.4/lauxlib.h>
 #include <lua5.4/lualib.h>
 #include <seccomp.h>
-#include <archive.h>
-#include <archive_entry.h>
 #include <sys/types.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
