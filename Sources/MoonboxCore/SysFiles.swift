@@ -16,10 +16,8 @@ private func fileType(_ mode: mode_t) -> String {
     }
 }
 
-/// The names in an open folder fd (not . and ..), in directory order; nil when it cannot be read.
-func folderNames(_ fd: Int32) -> [String]? {
-    guard let dir = fdopendir(dup(fd)) else { return nil }
-    defer { closedir(dir) }
+/// The names in an open DIR stream (not . and ..), in directory order.
+private func names(of dir: OpaquePointer) -> [String] {
     var names: [String] = []
     while let entry = readdir(dir) {
         let name = withUnsafePointer(to: entry.pointee.d_name) {
@@ -30,12 +28,18 @@ func folderNames(_ fd: Int32) -> [String]? {
     return names
 }
 
+/// The names in an open folder fd; nil when it cannot be read.
+func folderNames(_ fd: Int32) -> [String]? {
+    guard let dir = fdopendir(dup(fd)) else { return nil }
+    defer { closedir(dir) }
+    return names(of: dir)
+}
+
 /// The names in the folder at `path`; nil with errno set when it cannot be opened.
 func folderNames(path: String) -> [String]? {
-    let fd = mb_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
-    if fd < 0 { return nil }
-    defer { Glibc.close(fd) }
-    return folderNames(fd)
+    guard let dir = opendir(path) else { return nil }
+    defer { closedir(dir) }
+    return names(of: dir)
 }
 
 private func pushStat(_ lua: Lua, _ st: stat) {

@@ -717,8 +717,9 @@ function Container:start()
     c.seccomp_program = program
   end
   self.capture = {}
-  self.record = state.new(self.id, { cgroup = self.group })
-  if c.image then self.record:add_dir((require "moonbox.image").root() .. "/containers/" .. self.id) end
+  -- The layers are recorded so that removing an image spares those a running container uses.
+  self.record = state.new(self.id, { cgroup = self.group, layers = c.overlay and c.overlay.lower or nil,
+    dirs = { self.container_dir } })
   live[self.id] = self
   self.state = "starting"
   local ok, err = pcall(function()

@@ -407,6 +407,12 @@ function image.remove(name, keep_blobs)
   for _, hex in ipairs(sys.listdir(path("blobs/sha256")) or {}) do
     if not used[hex] then sys.unlink(path("blobs/sha256", hex)) end
   end
+  -- Layers under running containers stay, whoever runs them.
+  for _, rec in ipairs(require("moonbox.state").list()) do
+    if rec.alive then
+      for _, l in ipairs(rec.layers or {}) do used[l:match("(%x+)$") or ""] = true end
+    end
+  end
   for _, hex in ipairs(sys.listdir(path("layers")) or {}) do
     if not used[hex] then sys.remove_tree(path("layers", hex)) end
   end
