@@ -154,7 +154,11 @@ local AF_ALG, AF_VSOCK = 38, 40
 -- Left out on purpose (EPERM): keyctl, add_key, request_key, userfaultfd, kexec_*, io_uring_*,
 -- bpf and perf_event_open (without their capabilities), open_by_handle_at, the AF_ALG and
 -- AF_VSOCK sockets, and mount, umount, unshare, setns and namespace clones without CAP_SYS_ADMIN.
+local default_profiles = {}  -- one profile table per capability set, so it compiles once
+
 function security.default_seccomp(caps)
+  local key = table.concat(caps or {}, ",")
+  if default_profiles[key] then return default_profiles[key] end
   local has = {}
   for _, c in ipairs(caps or {}) do has[c] = true end
   local rules = { { names = words(allowed), action = "SCMP_ACT_ALLOW" } }
@@ -178,7 +182,9 @@ function security.default_seccomp(caps)
     rules[#rules + 1] = { names = { "socket" }, action = "SCMP_ACT_ALLOW",
       args = { { index = 0, value = cmp[1], op = cmp[2] } } }
   end
-  return { defaultAction = "SCMP_ACT_ERRNO", defaultErrnoRet = 1, syscalls = rules }
+  local profile = { defaultAction = "SCMP_ACT_ERRNO", defaultErrnoRet = 1, syscalls = rules }
+  default_profiles[key] = profile
+  return profile
 end
 
 --- A profile from a docker/OCI seccomp JSON file, or a table in the same shape, with its
@@ -227,12 +233,17 @@ local function fnv1a(text)
 end
 
 local compiled = {}
+local compiled_tables = setmetatable({}, { __mode = "k" })  -- a table seen before skips the encoding
 
 --- The profile compiled to a BPF program, built by libseccomp once: kept in memory, and in
 -- the state folder so the next moonbox process loads it instead of building it again.
 function security.compile(profile)
+  if compiled_tables[profile] then return compiled_tables[profile] end
   local key = json.encode(profile)
-  if compiled[key] then return compiled[key] end
+  if compiled[key] then
+    compiled_tables[profile] = compiled[key]
+    return compiled[key]
+  end
   local state = require "moonbox.state"
   local cache = state.dir() .. "/cache"
   local path = cache .. "/seccomp-" .. fnv1a(key) .. "-" .. #key .. ".bpf"
@@ -254,6 +265,7 @@ function security.compile(profile)
     end
   end
   compiled[key] = program
+  compiled_tables[profile] = program
   return program
 end
 
