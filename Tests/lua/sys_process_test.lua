@@ -40,6 +40,14 @@ describe("fork, exec and wait", function()
     expect(r.stdout).to_be("hi\n")
   end)
 
+  it("feeds a large stdin while reading the output, without a deadlock", function()
+    local big = string.rep("0123456789abcdef", 65536)  -- 1 MiB, far past a pipe's buffer
+    local r = process.run({ "cat" }, { stdin = big })
+    expect(r.code).to_be(0)
+    expect(#r.stdout).to_be(#big)
+    expect(r.stdout == big).to_be(true)
+  end)
+
   it("fails exec with ENOENT for a missing program", function()
     local ok, msg, errno = sys.exec({ "/nonexistent/program" })
     expect(ok).to_be_nil()

@@ -798,7 +798,10 @@ function Container:start()
       self.tty_master = master
       if c.stdout == "capture" then self.capture.stdout = { fd = master, parts = {}, total = 0, tty = true } end
     end
-    if self.stdin_w then self:_feed_stdin(c.stdin) end
+    if self.stdin_w then
+      self.feeder = process.feed(self.stdin_w, c.stdin)
+      self.stdin_w = nil
+    end
   end)
   if not ok then
     self.state = "failed"
@@ -808,24 +811,6 @@ function Container:start()
   end
   self.state = "running"
   return self
-end
-
--- Small inputs fit the pipe; larger ones are written by a helper process.
-function Container:_feed_stdin(data)
-  local w = self.stdin_w
-  self.stdin_w = nil
-  if #data <= 65536 then
-    sys.write(w, data)
-    w:close()
-    return
-  end
-  local pid = assert(sys.fork())
-  if pid == 0 then
-    sys.write(w, data)
-    sys._exit(0)
-  end
-  w:close()
-  self.feeder = pid
 end
 
 local function cgroup_number(text, key)
@@ -1061,13 +1046,7 @@ function Container:exec(argv, opts)
   for k, v in pairs(self.spec.env) do env[k] = v end
   for k, v in pairs(opts.env or {}) do env[k] = v end
   local user = opts.user and parse_user(opts.user) or self.spec.user
-  local capture = opts.capture ~= false
-  local out_r, out_w, err_r, err_w, in_r, in_w
-  if capture then
-    out_r, out_w = assert(sys.pipe())
-    err_r, err_w = assert(sys.pipe())
-  end
-  if opts.stdin then in_r, in_w = assert(sys.pipe()) end
+  local stdio = process.stdio(opts.stdin, opts.capture ~= false)
   local rep_r, rep_w = assert(sys.pipe())
   local target = self.pid
   local kinds = { "user", "cgroup", "ipc", "uts", "net", "pid", "mnt" }
@@ -1085,11 +1064,12 @@ function Container:exec(argv, opts)
     -- The pid namespace applies to children: the command runs in a grandchild.
     local inner = sys.fork()
     if inner ~= 0 then
+      -- This process only waits: its copies of the pipes would keep the command's stdin open.
+      sys.close_range(3)
       local st = sys.wait(inner)
       sys._exit(st and (st.code or 128 + (st.signal or 0)) or 125)
     end
-    if in_r then sys.dup2(in_r, 0) end
-    if capture then sys.dup2(out_w, 1) sys.dup2(err_w, 2) end
+    stdio:child()
     local okh, herr = pcall(harden, self.spec, user)
     if not okh then sys.write(rep_w, tostring(herr.message or herr)) sys._exit(126) end
     local okc, msg = sys.chdir(opts.cwd or self.spec.cwd)
@@ -1104,17 +1084,7 @@ function Container:exec(argv, opts)
     sys._exit(errno == "ENOENT" and 127 or 126)
   end
   sys.close(rep_w)
-  if in_r then
-    sys.close(in_r)
-    sys.write(in_w, opts.stdin)
-    sys.close(in_w)
-  end
-  local texts = { "", "" }
-  if capture then
-    sys.close(out_w)
-    sys.close(err_w)
-    texts = process.collect({ out_r, err_r }, self.spec.capture_limit)
-  end
+  local stdout, stderr = stdio:finish(self.spec.capture_limit)
   local report = process.read_all(rep_r)
   sys.close(rep_r)
   local st = assert(sys.wait(pid))
@@ -1122,7 +1092,7 @@ function Container:exec(argv, opts)
     raise("container exec failed: " .. report, { step = "exec", code = st.code }, 2)
   end
   local code = st.code
-  local result = { code = code, stdout = texts[1], stderr = texts[2], status = "exited" }
+  local result = { code = code, stdout = stdout, stderr = stderr, status = "exited" }
   if code and code > 128 then result.status, result.signal = "signaled", code - 128 end
   return result
 end

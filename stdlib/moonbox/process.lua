@@ -68,6 +68,63 @@ function process.collect(fds, limit)
   return texts, totals
 end
 
+--- Writes `data` into the pipe `w` and closes it. Small inputs fit the pipe; a larger one is
+-- written by a helper process while the reader reads, so neither side waits on the other.
+-- Returns the helper's pid, to be waited for (or killed), or nil.
+function process.feed(w, data)
+  if #data <= 65536 then
+    sys.write(w, data)
+    sys.close(w)
+    return nil
+  end
+  local pid = assert(sys.fork())
+  if pid == 0 then
+    sys.write(w, data)
+    sys._exit(0)
+  end
+  sys.close(w)
+  return pid
+end
+
+-- The pipes of a child's standard streams: stdin fed from a string, stdout and stderr captured.
+local Stdio = { __name = "moonbox.process.stdio" }
+Stdio.__index = Stdio
+
+--- Made before fork; the child calls :child() before exec, the parent :finish([limit]).
+function process.stdio(stdin, capture)
+  local s = setmetatable({ stdin = stdin, capture = capture }, Stdio)
+  if capture then
+    s.out_r, s.out_w = assert(sys.pipe())
+    s.err_r, s.err_w = assert(sys.pipe())
+  end
+  if stdin then s.in_r, s.in_w = assert(sys.pipe()) end
+  return s
+end
+
+function Stdio:child()
+  if self.in_r then sys.dup2(self.in_r, 0) end
+  if self.capture then
+    sys.dup2(self.out_w, 1)
+    sys.dup2(self.err_w, 2)
+  end
+end
+
+--- Feeds stdin and reads stdout and stderr to their ends (at most `limit` bytes of each kept).
+function Stdio:finish(limit)
+  -- The child's ends close first, so a feeder process forked below holds none of them.
+  if self.in_r then sys.close(self.in_r) end
+  if self.capture then
+    sys.close(self.out_w)
+    sys.close(self.err_w)
+  end
+  local feeder = self.in_w and process.feed(self.in_w, self.stdin)
+  local texts = { "", "" }
+  if self.capture then texts = process.collect({ self.out_r, self.err_r }, limit) end
+  -- With the reader gone, a feeder still writing ends on EPIPE.
+  if feeder then sys.wait(feeder) end
+  return texts[1], texts[2]
+end
+
 --- Runs argv on the host and waits for it.
 -- opts: stdin (string), capture (default true: stdout and stderr as strings),
 -- env (table), cwd, check (raise unless the exit code is 0).
@@ -77,20 +134,10 @@ function process.run(argv, opts)
   if type(argv) ~= "table" or type(argv[1]) ~= "string" then
     error("process.run: argv must be a list of strings", 2)
   end
-  local capture = opts.capture ~= false
-  local out_r, out_w, err_r, err_w, in_r, in_w
-  if capture then
-    out_r, out_w = assert(sys.pipe())
-    err_r, err_w = assert(sys.pipe())
-  end
-  if opts.stdin then in_r, in_w = assert(sys.pipe()) end
+  local stdio = process.stdio(opts.stdin, opts.capture ~= false)
   local pid = assert(sys.fork())
   if pid == 0 then
-    if in_r then sys.dup2(in_r, 0) end
-    if capture then
-      sys.dup2(out_w, 1)
-      sys.dup2(err_w, 2)
-    end
+    stdio:child()
     if opts.cwd then
       local ok, msg = sys.chdir(opts.cwd)
       if not ok then io.stderr:write(msg, "\n") sys._exit(126) end
@@ -99,19 +146,7 @@ function process.run(argv, opts)
     io.stderr:write(msg, "\n")
     sys._exit(errno == "ENOENT" and 127 or 126)
   end
-  local stdout, stderr = "", ""
-  if in_r then
-    sys.close(in_r)
-    -- Small inputs fit the pipe; larger ones are written while the child reads.
-    sys.write(in_w, opts.stdin)
-    sys.close(in_w)
-  end
-  if capture then
-    sys.close(out_w)
-    sys.close(err_w)
-    local got = process.collect({ out_r, err_r })
-    stdout, stderr = got[1], got[2]
-  end
+  local stdout, stderr = stdio:finish()
   local st = assert(sys.wait(pid))
   local result = { code = st.code, signal = st.signal, stdout = stdout, stderr = stderr, status = st.status }
   if opts.check and st.code ~= 0 then
