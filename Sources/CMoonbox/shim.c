@@ -15,6 +15,7 @@
 #include <termios.h>
 #include <net/if.h>
 #include <sys/socket.h>
+#include <sys/vfs.h>
 
 static mb_dispatch_fn dispatcher;
 
@@ -22,9 +23,14 @@ void mb_set_dispatcher(mb_dispatch_fn fn) { dispatcher = fn; }
 
 // Every Swift function reaches Lua through here. Swift returns a status and this C
 // frame raises the error, so the longjmp of lua_error never crosses a Swift frame.
+static void call_signal_handler(lua_State *L);
+
 static int trampoline(lua_State *L) {
     int n = dispatcher(L, (int)lua_tointeger(L, lua_upvalueindex(1)));
-    if (n >= 0) return n;
+    if (n >= 0) {
+        call_signal_handler(L);  // a blocking call may have ended on a caught signal
+        return n;
+    }
     if (lua_type(L, -1) == LUA_TSTRING) {  // add "file:line:" of the calling Lua code
         luaL_where(L, 1);
         lua_insert(L, -2);
@@ -100,6 +106,12 @@ long long mb_mount_id_at(int dirfd, const char *path, int flags) {
     return (long long)sx.stx_mnt_id;
 }
 
+long mb_statfs_type(const char *path) {
+    struct statfs s;
+    if (statfs(path, &s) != 0) return -1;
+    return (long)s.f_type;
+}
+
 int mb_sethostname(const char *name, size_t len) { return sethostname(name, len); }
 
 int mb_capget_all(int pid, unsigned int out[6]) {
@@ -128,6 +140,38 @@ static volatile unsigned long long caught_signals;
 // intent: in it, the signal takes its default action, as if never caught.
 static volatile pid_t catcher;
 
+// The Lua side of signal handling: the main state, the process that registered a handler,
+// and the hook that was there before ours was armed.
+static lua_State *signal_state;
+static volatile pid_t handler_owner;
+static volatile int in_handler;
+static lua_Hook saved_hook;
+static int saved_mask, saved_count;
+static const char handler_key = 'h';
+
+void mb_signal_set_state(lua_State *L) { signal_state = L; }
+
+static void call_signal_handler(lua_State *L) {
+    if (in_handler || handler_owner != getpid() || __atomic_load_n(&caught_signals, __ATOMIC_SEQ_CST) == 0) return;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &handler_key);
+    if (lua_type(L, -1) != LUA_TFUNCTION) { lua_pop(L, 1); return; }
+    in_handler = 1;
+    int status = lua_pcall(L, 0, 0, 0);
+    in_handler = 0;
+    if (status != LUA_OK) lua_error(L);  // from C, to the script's own handlers
+}
+
+static void signal_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, saved_hook, saved_mask, saved_count);  // the script's own hook, if any, again
+    call_signal_handler(L);
+}
+
+void mb_signal_set_handler(lua_State *L) {
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &handler_key);
+    handler_owner = getpid();
+}
+
 static void record_signal(int sig) {
     if (getpid() != catcher) {
         signal(sig, SIG_DFL);
@@ -135,6 +179,20 @@ static void record_signal(int sig) {
         return;
     }
     __atomic_or_fetch(&caught_signals, 1ULL << sig, __ATOMIC_SEQ_CST);
+    // A script busy in Lua notices at its next instruction. lua_sethook is safe here (lua.c).
+    if (signal_state && handler_owner == getpid() && lua_gethook(signal_state) != signal_hook) {
+        saved_hook = lua_gethook(signal_state);
+        saved_mask = lua_gethookmask(signal_state);
+        saved_count = lua_gethookcount(signal_state);
+        lua_sethook(signal_state, signal_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    }
+}
+
+int mb_sigprocmask(int how, unsigned long long bits) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig = 1; sig < 64; sig++) if (bits & (1ULL << sig)) sigaddset(&set, sig);
+    return sigprocmask(how, &set, NULL);
 }
 
 int mb_signal_catch(int sig) {
@@ -258,14 +316,14 @@ int mb_recv_fd(int sock) {
     return fd;
 }
 
-int mb_seccomp_load_bpf(const void *program, size_t length) {
+int mb_seccomp_load_bpf(const void *program, size_t length, int no_new_privs) {
     if (length == 0 || length % sizeof(struct sock_filter) != 0 || length / sizeof(struct sock_filter) > 0xffff) {
         errno = EINVAL;
         return -1;
     }
     struct sock_fprog prog = { .len = (unsigned short)(length / sizeof(struct sock_filter)),
                                .filter = (struct sock_filter *)program };
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+    if (no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
     return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
 }
 
@@ -280,6 +338,23 @@ int mb_openat_in_root(int rootfd, const char *path, int flags, mode_t mode) {
     struct mb_open_how how = { .flags = (unsigned long long)(flags | O_CLOEXEC), .mode = mode,
                                .resolve = 0x08 /* IN_ROOT */ | 0x02 /* NO_MAGICLINKS */ | 0x04 /* NO_SYMLINKS */ };
     return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+}
+
+int mb_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned long long resolve) {
+    struct mb_open_how how = { .flags = (unsigned long long)flags, .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
+                               .resolve = resolve };
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+int mb_open_tree(int dirfd, const char *path, unsigned int flags) {
+    return (int)syscall(SYS_open_tree, dirfd, path, flags);
+}
+
+int mb_move_mount(int from_dfd, const char *from_path, int to_dfd, const char *to_path, unsigned int flags) {
+    return (int)syscall(SYS_move_mount, from_dfd, from_path, to_dfd, to_path, flags);
 }
 
 int mb_mknodat(int dirfd, const char *name, mode_t mode, unsigned major, unsigned minor) {

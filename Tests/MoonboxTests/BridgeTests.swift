@@ -65,7 +65,7 @@ final class BridgeTests: XCTestCase {
             return e1
             """)
         XCTAssertNil(r.error)
-        XCTAssertEqual(r.value, "outer: mount: bad argument #2 'target' (string expected, got table)")
+        XCTAssertEqual(r.value, "outer: mount: bad argument #2 'target' (string or fd expected, got table)")
     }
 
     func testUncaughtErrorCarriesLocationAndTraceback() {
@@ -119,16 +119,27 @@ final class BridgeTests: XCTestCase {
     }
 
     func testSizeParsing() {
-        XCTAssertEqual(parseSize("512M"), 512 << 20)
-        XCTAssertEqual(parseSize("1G"), 1 << 30)
-        XCTAssertEqual(parseSize("1gib"), 1 << 30)
-        XCTAssertEqual(parseSize("100k"), 100 << 10)
-        XCTAssertEqual(parseSize("1.5G"), 3 << 29)
-        XCTAssertEqual(parseSize("4096"), 4096)
-        XCTAssertEqual(parseSize("max"), -1)
-        XCTAssertNil(parseSize("lots"))
-        XCTAssertNil(parseSize("-5"))
-        XCTAssertNil(parseSize("99999999999T"))
+        XCTAssertEqual(parseSize("512M"), .bytes(512 << 20))
+        XCTAssertEqual(parseSize("1G"), .bytes(1 << 30))
+        XCTAssertEqual(parseSize("1gib"), .bytes(1 << 30))
+        XCTAssertEqual(parseSize("512MiB"), .bytes(512 << 20))
+        XCTAssertEqual(parseSize("100k"), .bytes(100 << 10))
+        XCTAssertEqual(parseSize("1.5G"), .bytes(3 << 29))
+        XCTAssertEqual(parseSize("4096"), .bytes(4096))
+        XCTAssertEqual(parseSize("2b"), .bytes(2))
+        XCTAssertEqual(parseSize("max"), .bytes(-1))
+        func reason(_ s: String) -> String {
+            if case .invalid(let why) = parseSize(s) { return why }
+            return "accepted"
+        }
+        XCTAssertTrue(reason("lots").contains("is not a size"), reason("lots"))
+        XCTAssertTrue(reason("-5").contains("negative"), reason("-5"))
+        XCTAssertTrue(reason("99999999999999G").contains("too large"), reason("99999999999999G"))
+        XCTAssertTrue(reason("inf").contains("is not a size"))
+        XCTAssertTrue(reason("nan").contains("is not a size"))
+        XCTAssertTrue(reason("1e9").contains("is not a size"))
+        XCTAssertTrue(reason("5XiB").contains("unknown unit"), reason("5XiB"))
+        XCTAssertTrue(reason("").contains("empty"))
     }
 }
 

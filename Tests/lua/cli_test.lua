@@ -58,7 +58,7 @@ describe("moonbox run", function()
   end)
 
   it("reports errors raised by primitives at the caller's line", function()
-    local r = run({ "run", "-e", "local sys = require 'moonbox.sys'\nsys.mount(nil, 5)" })
+    local r = run({ "run", "-e", "local sys = require 'moonbox.sys'\nsys.mount(nil, {})" })
     expect(r.code).to_be(1)
     expect(r.stderr).to_match("^moonbox: %(command line%):2: mount: bad argument #2 'target'")
   end)

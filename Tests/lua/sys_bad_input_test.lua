@@ -42,7 +42,7 @@ describe("bad input", function()
   end)
 
   it("names the argument, its position and what was expected", function()
-    expect(function() sys.mount() end).to_fail("mount: bad argument #2 'target' %(string expected, got no value%)")
+    expect(function() sys.mount() end).to_fail("mount: bad argument #2 'target' %(string or fd expected, got no value%)")
     expect(function() sys.mkdir({}) end).to_fail("mkdir: bad argument #1 'path' %(string expected, got table%)")
     expect(function() sys.kill("1") end).to_fail("kill: bad argument #1 'pid' %(integer expected, got string%)")
     expect(function() sys.kill(1.5) end).to_fail("no integer representation")

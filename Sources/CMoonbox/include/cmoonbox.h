@@ -97,6 +97,9 @@ int mb_fsconfig_create(int fsfd);
 int mb_fsmount(int fsfd, int readonly);
 int mb_move_mount_to(int mfd, const char *target);
 
+// The filesystem type (statfs(2) f_type) of the filesystem holding path; -1 with errno.
+long mb_statfs_type(const char *path);
+
 // ---- terminals and network devices ----
 // Opens a new pty pair: master (O_CLOEXEC) and slave (O_NOCTTY|O_CLOEXEC); name gets the slave path.
 int mb_openpty(const char *ptmx, int *master, int *slave, char *name, size_t namelen);
@@ -116,8 +119,8 @@ void mb_cfmakeraw(void *t);
 // ---- seccomp ----
 static inline uint32_t mb_SCMP_ACT_ERRNO(uint32_t e) { return SCMP_ACT_ERRNO(e); }
 // Loads a compiled classic-BPF seccomp program (sock_filter array bytes), setting
-// no_new_privs first as libseccomp does.
-int mb_seccomp_load_bpf(const void *program, size_t length);
+// no_new_privs first when asked (without it the kernel wants CAP_SYS_ADMIN, as runc relies on).
+int mb_seccomp_load_bpf(const void *program, size_t length, int no_new_privs);
 int mb_memfd_create(const char *name);
 
 // ---- cgroup v2 device filters ----
@@ -129,6 +132,11 @@ int mb_bpf_device_filter(int cgroupfd, const void *insns, int count, char *log, 
 // openat2(2) with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS: the path
 // stays inside `rootfd` and no symlink is followed on the way.
 int mb_openat_in_root(int rootfd, const char *path, int flags, mode_t mode);
+// openat2(2) with the given RESOLVE_* bits.
+int mb_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned long long resolve);
+// open_tree(2) and move_mount(2) (an fd or a path on either side: an empty path means the fd).
+int mb_open_tree(int dirfd, const char *path, unsigned int flags);
+int mb_move_mount(int from_dfd, const char *from_path, int to_dfd, const char *to_path, unsigned int flags);
 int mb_mknodat(int dirfd, const char *name, mode_t mode, unsigned major, unsigned minor);
 int mb_fsetxattr(int fd, const char *name, const void *value, size_t size);
 int mb_linkat_fd(int fd, int newdirfd, const char *newname);
@@ -142,6 +150,14 @@ int mb_signal_catch(int sig);
 int mb_signal_reset(int sig, int ignore);
 // The caught signals as a bit mask (bit n = signal n); `clear` empties it.
 unsigned long long mb_signals_caught(int clear);
+// The main Lua state, where a caught signal arms a one-shot hook (as lua.c's laction does).
+void mb_signal_set_state(lua_State *L);
+// Makes the function on top of the stack (popped; nil removes it) the handler this process
+// runs, outside any Swift frame, as soon as a caught signal arrives: at the next Lua
+// instruction of the main thread, or when the current moonbox.sys call returns.
+void mb_signal_set_handler(lua_State *L);
+// sigprocmask(2) over a bit mask of signals (bit n = signal n).
+int mb_sigprocmask(int how, unsigned long long bits);
 
 // Constants Swift imports badly or not at all.
 static inline int mb_TIOCSCTTY(void) { return TIOCSCTTY; }

@@ -16,30 +16,53 @@ private func fileType(_ mode: mode_t) -> String {
     }
 }
 
-/// The names in an open DIR stream (not . and ..), in directory order.
-private func names(of dir: OpaquePointer) -> [String] {
-    var names: [String] = []
+/// A file name as the kernel keeps it: bytes, which need not be UTF-8. Names read from
+/// untrusted trees stay raw, so a name Swift cannot decode can still be removed or skipped.
+typealias RawName = [UInt8]
+
+extension Array where Element == UInt8 {
+    /// The name as a String when it is valid UTF-8.
+    var utf8Text: String? { String(validating: self, as: UTF8.self) }
+    /// A printable form for messages: invalid bytes as \xNN.
+    var printable: String {
+        if let t = utf8Text { return t }
+        return map { $0 >= 0x20 && $0 < 0x7f ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16) }.joined()
+    }
+    /// Calls body with the name as a C string.
+    func withCName<R>(_ body: (UnsafePointer<CChar>) -> R) -> R {
+        (self + [0]).withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { body($0.baseAddress!) } }
+    }
+}
+
+/// The names in an open DIR stream (not . and ..), in directory order, as raw bytes.
+private func rawNames(of dir: OpaquePointer) -> [RawName] {
+    var names: [RawName] = []
     while let entry = readdir(dir) {
-        let name = withUnsafePointer(to: entry.pointee.d_name) {
-            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+        let name: RawName = withUnsafePointer(to: entry.pointee.d_name) {
+            $0.withMemoryRebound(to: UInt8.self, capacity: 256) { p in Array(UnsafeBufferPointer(start: p, count: strlen(UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self)))) }
         }
-        if name != "." && name != ".." { names.append(name) }
+        if name != [46] && name != [46, 46] { names.append(name) }
     }
     return names
 }
 
-/// The names in an open folder fd; nil when it cannot be read.
-func folderNames(_ fd: Int32) -> [String]? {
+/// The raw names in an open folder fd; nil when it cannot be read.
+func folderEntries(_ fd: Int32) -> [RawName]? {
     guard let dir = fdopendir(dup(fd)) else { return nil }
     defer { closedir(dir) }
-    return names(of: dir)
+    return rawNames(of: dir)
 }
 
-/// The names in the folder at `path`; nil with errno set when it cannot be opened.
-func folderNames(path: String) -> [String]? {
+/// The raw names in the folder at `path`; nil with errno set when it cannot be opened.
+func folderEntries(path: String) -> [RawName]? {
     guard let dir = opendir(path) else { return nil }
     defer { closedir(dir) }
-    return names(of: dir)
+    return rawNames(of: dir)
+}
+
+/// The names in a folder moonbox made or trusts (UTF-8 names only).
+func folderNames(path: String) -> [String]? {
+    folderEntries(path: path)?.compactMap(\.utf8Text)
 }
 
 private func pushStat(_ lua: Lua, _ st: stat) {
@@ -82,34 +105,34 @@ func makeDirectories(_ path: String, mode: mode_t) -> Int32? {
 /// Removes everything below the open folder `dirfd` without following symlinks and
 /// without entering another mount. Returns the paths it refused to cross, or the first error.
 private func removeContents(_ dirfd: Int32, _ path: String, _ mountID: Int64, _ skipped: inout [String]) -> (String, Int32)? {
-    guard let names = folderNames(dirfd) else { return (path, errno) }
+    guard let names = folderEntries(dirfd) else { return (path, errno) }
     for name in names {
-        let child = path + "/" + name
+        let child = path + "/" + name.printable
         var st = stat()
-        if fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 {
+        if name.withCName({ fstatat(dirfd, $0, &st, AT_SYMLINK_NOFOLLOW) }) != 0 {
             if errno == ENOENT { continue }
             return (child, errno)
         }
         if st.st_mode & S_IFMT == S_IFDIR {
-            if mb_mount_id_at(dirfd, name, AT_SYMLINK_NOFOLLOW) != mountID {
+            if name.withCName({ mb_mount_id_at(dirfd, $0, AT_SYMLINK_NOFOLLOW) }) != mountID {
                 skipped.append(child)
                 continue
             }
-            let fd = mb_openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)
+            let fd = name.withCName { mb_openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0) }
             if fd < 0 { return (child, errno) }
             let failure = removeContents(fd, child, mountID, &skipped)
             Glibc.close(fd)
             if let failure { return failure }
             if skipped.contains(where: { $0.hasPrefix(child + "/") }) { continue }
-            if unlinkat(dirfd, name, AT_REMOVEDIR) != 0 { return (child, errno) }
-        } else if unlinkat(dirfd, name, 0) != 0, errno != ENOENT {
+            if name.withCName({ unlinkat(dirfd, $0, AT_REMOVEDIR) }) != 0 { return (child, errno) }
+        } else if name.withCName({ unlinkat(dirfd, $0, 0) }) != 0, errno != ENOENT {
             return (child, errno)
         }
     }
     return nil
 }
 
-private let mknodTypes: [String: mode_t] = ["file": S_IFREG, "char": S_IFCHR, "block": S_IFBLK, "fifo": S_IFIFO, "socket": S_IFSOCK]
+let mknodTypes: [String: mode_t] = ["file": S_IFREG, "char": S_IFCHR, "block": S_IFBLK, "fifo": S_IFIFO, "socket": S_IFSOCK]
 
 let fileFunctions: [(String, LuaFunction)] = [
     ("mkdir", { lua in
@@ -163,9 +186,17 @@ let fileFunctions: [(String, LuaFunction)] = [
         let uid = try a.id(2, "uid"), gid = try a.id(3, "gid")
         return Glibc.lchown(path, uid, gid) == 0 ? lua.ok() : lua.fail("chown(\(path))")
     }),
+    // stat(path or fd): an fd (O_PATH ones too) is fstat(2)ed.
     ("stat", { lua in
-        let path = try Args(lua, "stat").string(1, "path")
+        let a = Args(lua, "stat")
         var st = stat()
+        if lua.type(1) != LUA_TSTRING {
+            let fd = try a.fd(1, "path")
+            if fstat(fd, &st) != 0 { return lua.fail("stat(fd \(fd))") }
+            pushStat(lua, st)
+            return 1
+        }
+        let path = try a.string(1, "path")
         if stat(path, &st) != 0 { return lua.fail("stat(\(path))") }
         pushStat(lua, st)
         return 1
@@ -180,8 +211,10 @@ let fileFunctions: [(String, LuaFunction)] = [
     // listdir(path): the names in a folder, sorted, without . and ..
     ("listdir", { lua in
         let path = try Args(lua, "listdir").string(1, "path")
-        guard let names = folderNames(path: path) else { return lua.fail("listdir(\(path))") }
-        lua.push(list: names.sorted())
+        guard let names = folderEntries(path: path) else { return lua.fail("listdir(\(path))") }
+        let sorted = names.sorted { $0.lexicographicallyPrecedes($1) }
+        lua.newTable(array: Int32(sorted.count))
+        for (i, n) in sorted.enumerated() { lua.append(i + 1) { n.withUnsafeBytes { lua.push(bytes: $0) } } }
         return 1
     }),
     // mknod(path, type, mode [, major, minor]): type is "char", "block", "fifo", "file" or "socket".
@@ -207,9 +240,15 @@ let fileFunctions: [(String, LuaFunction)] = [
     // statvfs(path): {flags={"ro", "nosuid", ...}, block_size=, blocks=, blocks_free=, files=, files_free=}.
     // The flags are what a bind remount must keep in a user namespace.
     ("statvfs", { lua in
-        let path = try Args(lua, "statvfs").string(1, "path")
+        let a = Args(lua, "statvfs")
         var sv = statvfs()
-        if statvfs(path, &sv) != 0 { return lua.fail("statvfs(\(path))") }
+        if lua.type(1) == LUA_TSTRING {
+            let path = try a.string(1, "path")
+            if statvfs(path, &sv) != 0 { return lua.fail("statvfs(\(path))") }
+        } else {
+            let fd = try a.fd(1, "path")
+            if fstatvfs(fd, &sv) != 0 { return lua.fail("statvfs(fd \(fd))") }
+        }
         let names: [(UInt, String)] = [(1, "ro"), (2, "nosuid"), (4, "nodev"), (8, "noexec"), (16, "sync"),
                                        (1024, "noatime"), (2048, "nodiratime"), (4096, "relatime")]
         lua.newTable()
@@ -219,6 +258,12 @@ let fileFunctions: [(String, LuaFunction)] = [
         lua.set("blocks_free", Int(sv.f_bfree))
         lua.set("files", Int(sv.f_files))
         lua.set("files_free", Int(sv.f_ffree))
+        return 1
+    }),
+    // umask(mask): sets the file mode creation mask; returns the old one.
+    ("umask", { lua in
+        let mask = try Args(lua, "umask").mode(1, "mask", default: 0o022)
+        lua.push(Int(Glibc.umask(mask)))
         return 1
     }),
     ("getcwd", { lua in

@@ -122,14 +122,23 @@ let seccompFunctions: [(String, LuaFunction)] = [
         buffer.withUnsafeBytes { lua.push(bytes: UnsafeRawBufferPointer(rebasing: $0[0..<size])) }
         return 1
     }),
-    // seccomp_load(profile or program): loads a filter into this process (no_new_privs is set
-    // too, as libseccomp does). A profile table is built here; a string from seccomp_compile is
-    // loaded as it is. Returns the number of rules, or true for a compiled program.
+    // seccomp_load(profile or program [, {no_new_privs = true}]): loads a filter into this
+    // process. no_new_privs is set first unless asked otherwise (then the kernel wants
+    // CAP_SYS_ADMIN). A profile table is built here; a string from seccomp_compile is loaded as
+    // it is. Returns the number of rules, or true for a compiled program.
     ("seccomp_load", { lua in
+        let a = Args(lua, "seccomp_load")
+        var nnp = true
+        if try a.optTable(2, "options") {
+            try a.options(2, "options", allowed: ["no_new_privs"])
+            nnp = try a.boolField(2, "no_new_privs") ?? true
+        }
         if lua.type(1) == LUA_TSTRING {
-            let rc = lua.withBytes(at: 1) { mb_seccomp_load_bpf($0.baseAddress, $0.count) } ?? -1
+            let rc = lua.withBytes(at: 1) { mb_seccomp_load_bpf($0.baseAddress, $0.count, nnp ? 1 : 0) } ?? -1
             return rc == 0 ? lua.ok() : lua.fail("seccomp_load(program)")
         }
+        guard nnp else { throw a.error(2, "no_new_privs", "a profile table is loaded by libseccomp, which always sets it; compile it first") }
+        lua.setTop(1)
         let (ctx, added, failed) = try buildFilter(lua, "seccomp_load")
         if let failed { return failed }
         defer { seccomp_release(ctx) }

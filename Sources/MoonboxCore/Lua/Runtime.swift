@@ -10,6 +10,7 @@ public final class Runtime {
         guard let L = luaL_newstate() else { fatalError("moonbox: cannot create a Lua state (out of memory)") }
         lua = Lua(L)
         mb_openlibs(L)
+        mb_signal_set_state(L)
         installSearchers()
         // os.exit closes the state by default, so finalizers clean up before the exit.
         _ = load(string: "local exit = os.exit; os.exit = function(code, close) if close == nil then close = true end return exit(code, close) end", chunkname: "=prelude")
@@ -31,8 +32,10 @@ public final class Runtime {
 
     /// The functions of moonbox.sys, grouped by kernel concern.
     static let sysModule: [(String, LuaFunction)] =
-        processFunctions + mountFunctions + fileFunctions + fdFunctions + terminalFunctions + cgroupFunctions
-        + introspectionFunctions + seccompFunctions + archiveFunctions + deviceFilterFunctions
+        namespaceFunctions + processFunctions + credentialFunctions + rlimitFunctions + prctlFunctions
+        + signalFunctions + clockFunctions + mountFunctions + inRootFunctions + fileFunctions + fdFunctions + terminalFunctions
+        + cgroupFunctions + deviceFilterFunctions + introspectionFunctions + seccompFunctions + archiveFunctions
+        + networkDeviceFunctions + sizeFunctions
 
     /// package.preload["moonbox.sys"], then a searcher for MOONBOX_PATH (development),
     /// then the stdlib embedded in the binary, then Lua's own searchers.
@@ -45,6 +48,11 @@ public final class Runtime {
             lua.push(function: { lua in
                 lua.push(module: Runtime.sysModule)
                 lua.set("_VERSION", moonboxVersion)
+                // Knowledge the stdlib shares with this side, kept in one place.
+                lua.set("default_path", defaultPath)
+                lua.set("capability_names") {
+                    lua.push(list: capabilityNumbers.sorted { $0.value < $1.value }.map(\.key))
+                }
                 return 1
             }, name: "moonbox.sys loader")
         }

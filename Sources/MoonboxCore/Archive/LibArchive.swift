@@ -30,6 +30,12 @@ private let libarchiveNames = [
     "archive_read_support_filter_all",
     "archive_read_support_format_tar",
     "archive_read_support_format_gnutar",
+    "archive_read_support_format_raw",
+    "archive_read_open_fd",
+    "archive_read_data",
+    "archive_filter_code",
+    "archive_entry_sparse_add_entry",
+    "archive_entry_sparse_count",
     "archive_read_open_filename",
     "archive_read_next_header",
     "archive_read_data_block",
@@ -75,6 +81,12 @@ let archive_read_free = load("archive_read_free", (@convention(c) (OpaquePointer
 let archive_read_support_filter_all = load("archive_read_support_filter_all", (@convention(c) (OpaquePointer?) -> Int32).self)
 let archive_read_support_format_tar = load("archive_read_support_format_tar", (@convention(c) (OpaquePointer?) -> Int32).self)
 let archive_read_support_format_gnutar = load("archive_read_support_format_gnutar", (@convention(c) (OpaquePointer?) -> Int32).self)
+let archive_read_support_format_raw = load("archive_read_support_format_raw", (@convention(c) (OpaquePointer?) -> Int32).self)
+let archive_read_open_fd = load("archive_read_open_fd", (@convention(c) (OpaquePointer?, Int32, Int) -> Int32).self)
+let archive_read_data = load("archive_read_data", (@convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int) -> Int).self)
+let archive_filter_code = load("archive_filter_code", (@convention(c) (OpaquePointer?, Int32) -> Int32).self)
+let archive_entry_sparse_add_entry = load("archive_entry_sparse_add_entry", (@convention(c) (OpaquePointer?, Int64, Int64) -> Void).self)
+let archive_entry_sparse_count = load("archive_entry_sparse_count", (@convention(c) (OpaquePointer?) -> Int32).self)
 let archive_read_open_filename = load("archive_read_open_filename", (@convention(c) (OpaquePointer?, UnsafePointer<CChar>?, Int) -> Int32).self)
 let archive_read_next_header = load("archive_read_next_header", (@convention(c) (OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>?) -> Int32).self)
 let archive_read_data_block = load("archive_read_data_block", (@convention(c) (OpaquePointer?, UnsafeMutablePointer<UnsafeRawPointer?>?, UnsafeMutablePointer<Int>?, UnsafeMutablePointer<Int64>?) -> Int32).self)

@@ -1,7 +1,23 @@
 import CMoonbox
 import Glibc
 
-/// Mounts: mount(2), umount2(2), pivot_root(2), chroot(2) and overlayfs.
+/// Mounts: mount(2), umount2(2), pivot_root(2), chroot(2), open_tree(2), move_mount(2) and
+/// overlayfs. A source or target may be an fd (from open_in_root): the mount lands on what
+/// the fd resolved to, through its /proc/self/fd link, as crun mounts into a rootfs.
+
+extension Args {
+    /// A path, or an fd object / integer standing for what it refers to.
+    func pathOrFd(_ i: Int32, _ name: String) throws -> String {
+        if lua.type(i) == LUA_TSTRING { return try string(i, name) }
+        guard lua.type(i) == LUA_TNUMBER || FdObject.slot(lua, i) != nil else {
+            throw error(i, name, "string or fd expected, got \(lua.type(i) == LUA_TNONE ? "no value" : lua.typeName(i))")
+        }
+        return "/proc/self/fd/\(try fd(i, name))"
+    }
+    func optPathOrFd(_ i: Int32, _ name: String) throws -> String? {
+        lua.isNoneOrNil(i) ? nil : try pathOrFd(i, name)
+    }
+}
 
 let mountFlags: [String: UInt] = [
     "ro": 1, "rdonly": 1, "rw": 0, "nosuid": 2, "nodev": 4, "noexec": 8, "sync": 16, "remount": 32,
@@ -51,8 +67,8 @@ let mountFunctions: [(String, LuaFunction)] = [
     // mount(source, target [, fstype [, flags [, data]]])
     ("mount", { lua in
         let a = Args(lua, "mount")
-        let source = try a.optString(1, "source")
-        let target = try a.string(2, "target")
+        let source = try a.optPathOrFd(1, "source")
+        let target = try a.pathOrFd(2, "target")
         let fstype = try a.optString(3, "fstype")
         let flags = try a.flags(4, "flags", mountFlags)
         let data = try a.optString(5, "data")
@@ -62,7 +78,7 @@ let mountFunctions: [(String, LuaFunction)] = [
     }),
     ("umount", { lua in
         let a = Args(lua, "umount")
-        let target = try a.string(1, "target")
+        let target = try a.pathOrFd(1, "target")
         let flags = try a.flags(2, "flags", umountFlags)
         return umount2(target, flags) == 0 ? lua.ok() : lua.fail("umount(\(target))")
     }),
@@ -71,6 +87,35 @@ let mountFunctions: [(String, LuaFunction)] = [
         let newRoot = try a.string(1, "new_root")
         let putOld = try a.string(2, "put_old")
         return mb_pivot_root(newRoot, putOld) == 0 ? lua.ok() : lua.fail("pivot_root(\(newRoot), \(putOld))")
+    }),
+    // open_tree(path_or_fd [, flags]): an fd for a mount; with "clone" a detached copy of it
+    // (a bind mount not yet attached anywhere), "recursive" with the mounts below it.
+    ("open_tree", { lua in
+        let a = Args(lua, "open_tree")
+        let flags = try a.flags(2, "flags", ["clone": UInt32(1), "recursive": UInt32(0x8000)])
+        let fd: Int32
+        if lua.type(1) == LUA_TSTRING {
+            fd = mb_open_tree(AT_FDCWD, try a.string(1, "path"), flags | UInt32(O_CLOEXEC))
+        } else {
+            fd = mb_open_tree(try a.fd(1, "path"), "", flags | UInt32(O_CLOEXEC) | UInt32(mb_AT_EMPTY_PATH()))
+        }
+        if fd < 0 { return lua.fail("open_tree(\(lua.type(1) == LUA_TSTRING ? try a.string(1, "path") : "fd"))") }
+        FdObject.push(lua, fd)
+        return 1
+    }),
+    // move_mount(mount_fd, target): attaches (or moves) the mount an open_tree or fsmount fd
+    // holds onto target, a path or an fd.
+    ("move_mount", { lua in
+        let a = Args(lua, "move_mount")
+        let from = try a.fd(1, "mount_fd")
+        let fEmpty: UInt32 = 0x04, tEmpty: UInt32 = 0x40
+        let r: Int32
+        if lua.type(2) == LUA_TSTRING {
+            r = mb_move_mount(from, "", AT_FDCWD, try a.string(2, "target"), fEmpty)
+        } else {
+            r = mb_move_mount(from, "", try a.fd(2, "target"), "", fEmpty | tEmpty)
+        }
+        return r == 0 ? lua.ok() : lua.fail("move_mount()")
     }),
     ("chroot", { lua in
         let path = try Args(lua, "chroot").string(1, "path")

@@ -168,6 +168,11 @@ let fdFunctions: [(String, LuaFunction)] = [
         }
         return lua.ok()
     }),
+    // fsync(fd): the file's data and metadata reach the disk (a folder's fd: its entries).
+    ("fsync", { lua in
+        let fd = try Args(lua, "fsync").fd(1, "fd")
+        return Glibc.fsync(fd) == 0 ? lua.ok() : lua.fail("fsync(fd \(fd))")
+    }),
     ("isatty", { lua in
         let fd = try Args(lua, "isatty").fd(1, "fd")
         lua.push(Glibc.isatty(fd) == 1)

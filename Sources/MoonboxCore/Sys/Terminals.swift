@@ -1,7 +1,7 @@
 import CMoonbox
 import Glibc
 
-/// Terminals (pty(7), termios(3), TIOCSCTTY) and network devices (netdevice(7)).
+/// Terminals: pty(7), termios(3), TIOCSCTTY, and fds passed over unix sockets.
 let terminalFunctions: [(String, LuaFunction)] = [
     // openpty([ptmx]): master fd, slave fd, slave path; ptmx picks the devpts instance.
     ("openpty", { lua in
@@ -75,12 +75,5 @@ let terminalFunctions: [(String, LuaFunction)] = [
         lua.push(Int(rows))
         lua.push(Int(cols))
         return 2
-    }),
-    // netdev_up(name [, up]): set a network device up (or down), like `ip link set lo up`.
-    ("netdev_up", { lua in
-        let a = Args(lua, "netdev_up")
-        let name = try a.string(1, "name")
-        let up = lua.isNoneOrNil(2) ? true : try a.boolean(2, "up")
-        return mb_netdev_set_up(name, up ? 1 : 0) == 0 ? lua.ok() : lua.fail("netdev_up(\(name))")
     }),
 ]
