@@ -16,6 +16,7 @@
 #include <net/if.h>
 #include <sys/socket.h>
 #include <sys/vfs.h>
+#include <linux/loop.h>
 
 static mb_dispatch_fn dispatcher;
 
@@ -152,7 +153,7 @@ static const char handler_key = 'h';
 void mb_signal_set_state(lua_State *L) { signal_state = L; }
 
 static void call_signal_handler(lua_State *L) {
-    if (in_handler || handler_owner != getpid() || __atomic_load_n(&caught_signals, __ATOMIC_SEQ_CST) == 0) return;
+    if (__atomic_load_n(&caught_signals, __ATOMIC_SEQ_CST) == 0 || in_handler || handler_owner != getpid()) return;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &handler_key);
     if (lua_type(L, -1) != LUA_TFUNCTION) { lua_pop(L, 1); return; }
     in_handler = 1;
@@ -229,9 +230,12 @@ int mb_fsopen(const char *fstype) { return (int)syscall(SYS_fsopen, fstype, 1 /*
 int mb_fsconfig_string(int fsfd, const char *key, const char *value) {
     return (int)syscall(SYS_fsconfig, fsfd, 1 /* FSCONFIG_SET_STRING */, key, value, 0);
 }
+int mb_fsconfig_flag(int fsfd, const char *key) {
+    return (int)syscall(SYS_fsconfig, fsfd, 0 /* FSCONFIG_SET_FLAG */, key, NULL, 0);
+}
 int mb_fsconfig_create(int fsfd) { return (int)syscall(SYS_fsconfig, fsfd, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0); }
-int mb_fsmount(int fsfd, int readonly) {
-    return (int)syscall(SYS_fsmount, fsfd, 1 /* FSMOUNT_CLOEXEC */, readonly ? 1 /* MOUNT_ATTR_RDONLY */ : 0);
+int mb_fsmount(int fsfd, unsigned int attr) {
+    return (int)syscall(SYS_fsmount, fsfd, 1 /* FSMOUNT_CLOEXEC */, attr);
 }
 int mb_move_mount_to(int mfd, const char *target) {
     return (int)syscall(SYS_move_mount, mfd, "", AT_FDCWD, target, 4 /* MOVE_MOUNT_F_EMPTY_PATH */);
@@ -336,7 +340,7 @@ struct mb_open_how { unsigned long long flags, mode, resolve; };
 
 int mb_openat_in_root(int rootfd, const char *path, int flags, mode_t mode) {
     struct mb_open_how how = { .flags = (unsigned long long)(flags | O_CLOEXEC), .mode = mode,
-                               .resolve = 0x08 /* IN_ROOT */ | 0x02 /* NO_MAGICLINKS */ | 0x04 /* NO_SYMLINKS */ };
+                               .resolve = 0x10 /* IN_ROOT */ | 0x02 /* NO_MAGICLINKS */ | 0x04 /* NO_SYMLINKS */ };
     return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
 }
 
@@ -405,4 +409,30 @@ int mb_bpf_device_filter(int cgroupfd, const void *insns, int count, char *log, 
     close(prog);  // the cgroup keeps the program
     errno = e;
     return r;
+}
+
+int mb_loop_attach(int backing_fd, int readonly, char *name, size_t namelen) {
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0) return -1;
+    for (int tries = 0; tries < 32; tries++) {
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        if (n < 0) { int e = errno; close(ctl); errno = e; return -1; }
+        snprintf(name, namelen, "/dev/loop%d", n);
+        int fd = open(name, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+        if (fd < 0) { if (errno == ENOENT || errno == EBUSY) continue; int e = errno; close(ctl); errno = e; return -1; }
+        struct loop_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.fd = (unsigned)backing_fd;
+        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR | (readonly ? LO_FLAGS_READ_ONLY : 0);
+        if (ioctl(fd, LOOP_CONFIGURE, &cfg) == 0) { close(ctl); return fd; }
+        int e = errno;
+        close(fd);
+        if (e == EBUSY) continue;  /* another process took it meanwhile */
+        close(ctl);
+        errno = e;
+        return -1;
+    }
+    close(ctl);
+    errno = EBUSY;
+    return -1;
 }

@@ -1,113 +1,82 @@
--- moonbox.box: `moonbox box`, one container from the command line, like `docker run` on a folder.
---
---   moonbox box --rootfs DIR [--memory 512M] [--pids N] [--cpus X] [--hostname H]
---               [--net none|host] [-v SRC:DST[:ro]] [--timeout S] [-it] -- CMD...
+-- moonbox.box: `moonbox box`, one container from the command line, like `docker run --rm`.
 --
 -- The exit status is the command's, or 128 + the signal that ended it; 125 when the runtime
 -- itself failed, 126 or 127 when the command could not be run.
 local container = require "moonbox.container"
 local json = require "moonbox.json"
+local cli = require "moonbox.cli"
 
 local box = {}
 
-box.usage = [[
-usage: moonbox box --rootfs DIR [options] -- CMD [ARG...]
-
-options:
-  --rootfs DIR          the container's root folder (required)
-  --memory SIZE         memory limit, e.g. 512M
-  --swap SIZE           swap allowed on top of memory (default none)
-  --pids N              process limit
-  --cpus X              CPU limit, e.g. 0.5
-  --hostname NAME       hostname inside
-  --net none|host       network: only lo (default), or the host's
-  -v, --volume SRC:DST[:ro]   bind mount
-  --tmpfs DST[:SIZE]    a tmpfs mount
-  -e, --env NAME=VALUE  environment variable
-  -w, --workdir DIR     working folder inside
-  -u, --user UID[:GID]  run as this user
-  --read-only           read-only rootfs
-  --init                a minimal init as PID 1 that reaps zombies and forwards signals
-  --timeout SECONDS     kill the container after this wall time
-  -i, -t, -it           interactive, with a terminal
-  --json                print the result as JSON on stderr at the end
-]]
-
-local function fail(msg)
-  io.stderr:write("moonbox box: ", msg, "\n")
-  os.exit(125)
-end
+box.spec = {
+  usage = "moonbox box (--rootfs DIR | --image NAME[:TAG]) [options] -- CMD [ARG...]",
+  about = "Runs one container and removes it afterwards. Without a command, an image's own runs.",
+  status = 125,
+  command = true,
+  options = {
+    { "--rootfs", kind = "string", metavar = "DIR", help = "the container's root folder" },
+    { "--image", kind = "string", metavar = "NAME[:TAG]", help = "an image from the store (moonbox images)" },
+    { "--name", kind = "string", help = "the container's name (unique among running ones)" },
+    { "--memory", "-m", kind = "size", allow_max = true, help = "memory limit, e.g. 512M" },
+    { "--swap", kind = "size", allow_max = true, help = "swap allowed on top of memory (default none)" },
+    { "--pids", kind = "integer", min = 1, max = 4194304, help = "process limit" },
+    { "--cpus", kind = "number", min = 0.001, max = 4096, help = "CPU limit, e.g. 0.5" },
+    { "--disk", kind = "size", help = "cap on what the container writes to its rootfs, e.g. 1G" },
+    { "--hostname", kind = "string", help = "hostname inside" },
+    { "--net", kind = "string", aliases = { "--network" }, metavar = "none|host", help = "network: only lo (default), or the host's" },
+    { "--volume", "-v", kind = "list", key = "volume", metavar = "SRC:DST[:ro]", help = "bind mount" },
+    { "--tmpfs", kind = "list", metavar = "DST[:SIZE]", help = "a tmpfs mount" },
+    { "--env", "-e", kind = "pairs", key = "env", help = "environment variable" },
+    { "--workdir", "-w", kind = "string", metavar = "DIR", help = "working folder inside" },
+    { "--user", "-u", kind = "string", metavar = "USER[:GROUP]", help = "run as this user (uid or name)" },
+    { "--read-only", kind = "flag", help = "read-only rootfs" },
+    { "--init", kind = "flag", help = "a minimal init as PID 1 that reaps zombies and forwards signals" },
+    { "--timeout", kind = "seconds", help = "kill the container after this wall time" },
+    { "-it", kind = "flag", key = "tty", aliases = { "-ti", "-t", "--tty" }, help = "interactive, with a terminal" },
+    { "--interactive", "-i", kind = "flag", help = "keep stdin attached" },
+    { "--json", kind = "flag", help = "print the result as JSON on stderr at the end" },
+    { "--dry-run", kind = "flag", help = "print the mount plan and exit" },
+  },
+}
 
 --- Parses box arguments into a container spec and options.
 function box.parse(args)
-  local spec = { mounts = {}, env = {}, limits = {} }
-  local opts = {}
-  local i = 1
-  local function value(name)
-    i = i + 1
-    local v = args[i]
-    if v == nil then fail(name .. " needs a value") end
-    return v
+  local o = cli.parse("box", args, box.spec)
+  if not o.rootfs and not o.image then cli.fail("box", "--rootfs DIR or --image NAME is required\nusage: " .. box.spec.usage, 125) end
+  if not o.image and (not o.command or #o.command == 0) then
+    cli.fail("box", "give the command after --, e.g. -- /bin/sh\nusage: " .. box.spec.usage, 125)
   end
-  while i <= #args do
-    local a = args[i]
-    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-    if name then
-      a = name
-      table.insert(args, i + 1, inline)
-    end
-    if a == "--" then
-      spec.command = table.move(args, i + 1, #args, 1, {})
-      break
-    elseif a == "--rootfs" then spec.rootfs = value(a)
-    elseif a == "--memory" or a == "-m" then spec.limits.memory = value(a)
-    elseif a == "--swap" then spec.limits.swap = value(a)
-    elseif a == "--pids" then spec.limits.pids = math.tointeger(tonumber(value(a))) or fail("--pids needs a whole number")
-    elseif a == "--cpus" then spec.limits.cpus = tonumber(value(a)) or fail("--cpus needs a number")
-    elseif a == "--hostname" then spec.hostname = value(a)
-    elseif a == "--net" or a == "--network" then spec.network = value(a)
-    elseif a == "-v" or a == "--volume" then table.insert(spec.mounts, value(a))
-    elseif a == "--tmpfs" then
-      local dst, size = value(a):match("^([^:]+):?(.*)$")
-      table.insert(spec.mounts, { type = "tmpfs", target = dst, size = size ~= "" and size or nil })
-    elseif a == "-e" or a == "--env" then
-      local k, v = value(a):match("^([^=]+)=(.*)$")
-      if not k then fail("--env needs NAME=VALUE") end
-      spec.env[k] = v
-    elseif a == "-w" or a == "--workdir" then spec.cwd = value(a)
-    elseif a == "-u" or a == "--user" then spec.user = value(a)
-    elseif a == "--read-only" then spec.readonly_rootfs = true
-    elseif a == "--init" then spec.init = true
-    elseif a == "--timeout" then spec.timeout = tonumber(value(a)) or fail("--timeout needs seconds")
-    elseif a == "-it" or a == "-ti" or a == "-t" or a == "--tty" then spec.tty = true
-    elseif a == "-i" or a == "--interactive" then spec.stdin = "inherit"
-    elseif a == "--json" then opts.json = true
-    elseif a == "-h" or a == "--help" then io.stdout:write(box.usage) os.exit(0)
-    else
-      fail("unknown option " .. a .. "\n" .. box.usage)
-    end
-    i = i + 1
+  local spec = {
+    rootfs = o.rootfs, image = o.image, name = o.name, hostname = o.hostname, network = o.net, env = o.env,
+    cwd = o.workdir, user = o.user, readonly_rootfs = o["read-only"] or nil, init = o.init or nil,
+    timeout = o.timeout, tty = o.tty or nil, mounts = {},
+    limits = { memory = o.memory, swap = o.swap, pids = o.pids, cpus = o.cpus, disk = o.disk },
+  }
+  if o.command and #o.command > 0 then spec.command = o.command end
+  for _, v in ipairs(o.volume or {}) do spec.mounts[#spec.mounts + 1] = v end
+  for _, t in ipairs(o.tmpfs or {}) do
+    local dst, size = t:match("^([^:]+):?(.*)$")
+    spec.mounts[#spec.mounts + 1] = { type = "tmpfs", target = dst, size = size ~= "" and size or nil }
   end
-  if not spec.rootfs then fail("--rootfs DIR is required\n" .. box.usage) end
-  if not spec.command or #spec.command == 0 then fail("give the command after --, e.g. -- /bin/sh\n" .. box.usage) end
-  if spec.tty and spec.stdin == "inherit" then spec.stdin = nil end
-  return spec, opts
+  if o.interactive and not spec.tty then spec.stdin = "inherit" end
+  return spec, o
 end
 
 function box.main(args)
-  local spec, opts = box.parse(args)
-  local ok, result = pcall(container.run, spec)
-  if not ok then
-    local err = result
-    io.stderr:write("moonbox box: ", tostring(err), "\n")
-    os.exit(container.is_error(err) and err.code or 125)
-  end
-  if opts.json then io.stderr:write(json.encode(result), "\n") end
-  io.stdout:flush()
-  if result.status == "exited" then os.exit(result.code) end
-  if result.status == "timeout" then io.stderr:write("moonbox box: timed out after ", spec.timeout, "s\n") end
-  if result.status == "oom" then io.stderr:write("moonbox box: killed: out of memory\n") end
-  os.exit(128 + (result.signal or 9))
+  local spec, o = box.parse(args)
+  cli.main("box", function()
+    if o["dry-run"] then
+      print(container.dry_run(spec))
+      os.exit(0)
+    end
+    local result = container.run(spec)
+    if o.json then io.stderr:write(json.encode(result), "\n") end
+    io.stdout:flush()
+    if result.status == "exited" then os.exit(result.code) end
+    if result.status == "timeout" then io.stderr:write("moonbox box: timed out after ", spec.timeout, "s\n") end
+    if result.status == "oom" then io.stderr:write("moonbox box: killed: out of memory\n") end
+    os.exit(128 + (result.signal or 9))
+  end, 125)
 end
 
 return box

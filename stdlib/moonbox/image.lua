@@ -39,8 +39,8 @@ function image.init()
 end
 
 local function read_json(p)
-  local text, err = fs.read(p)
-  if not text then fail(err, 3) end
+  local text = fs.read_if_exists(p)
+  if not text then fail(p .. " does not exist", 3) end
   local ok, value = pcall(json.decode, text)
   if not ok then fail(p .. ": " .. tostring(value), 3) end
   return value
@@ -204,7 +204,7 @@ end
 -- The Debian mirror apt already uses here, or Debian's own.
 local function debian_mirror()
   for _, f in ipairs({ "/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list" }) do
-    local text = fs.read(f) or ""
+    local text = fs.read_if_exists(f) or ""
     local uri = text:match("URIs:%s*(%S+/debian)%s") or text:match("\ndeb%s+(%S+/debian)%s") or text:match("^deb%s+(%S+/debian)%s")
     if uri then return uri end
   end
@@ -288,7 +288,7 @@ local function import_docker_save(dir, name)
     local want = config.rootfs and config.rootfs.diff_ids and config.rootfs.diff_ids[i]
     if want and want ~= digest then
       -- A compressed layer: its diff_id is of the uncompressed tar, which libarchive reads either way.
-      local head = fs.read(dir .. "/" .. l) or ""
+      local head = fs.read_if_exists(dir .. "/" .. l) or ""
       if not (head:sub(1, 2) == "\31\139" or head:sub(1, 4) == "\40\181\47\253") then
         fail(string.format("layer %s hashes to %s, not the config's %s", l, digest, want), 3)
       end
@@ -416,6 +416,19 @@ function image.remove(name, keep_blobs)
   for _, hex in ipairs(sys.listdir(path("layers")) or {}) do
     if not used[hex] then sys.remove_tree(path("layers", hex)) end
   end
+end
+
+--- Saves a container's upper folder as a new layer on top of its image `img`, as `name`.
+function image.commit(img, upper, name, changes, created_by)
+  local layer = image.layer_from_dir(upper)
+  local layers = {}
+  for _, l in ipairs(img.manifest.layers) do layers[#layers + 1] = l end
+  layers[#layers + 1] = layer
+  local config = image.new_config({ layer }, img.config)
+  config.history = config.history or {}
+  table.insert(config.history, { created = config.created, created_by = created_by })
+  for k, v in pairs(changes or {}) do config.config[k] = v end
+  return image.store(name, config, layers)
 end
 
 --- The unpacked layer folders of an image, top first (as overlay's lowerdir wants them).

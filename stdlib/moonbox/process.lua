@@ -2,69 +2,86 @@
 --   process.run(argv, opts)      runs a command and waits: {code=, signal=, stdout=, stderr=}
 --   process.call(fn, opts)       runs a Lua function in a forked child (optionally in new
 --                                namespaces) and returns what it returned, or raises its error
+--   process.child(fn, report)    the body of every forked child: never returns to the caller
+--   process.exec(argv, env)      exec with signal dispositions and the mask back to default
 local sys = require "moonbox.sys"
 local json = require "moonbox.json"
+local errors = require "moonbox.errors"
+local check = require "moonbox.check"
 
 local process = {}
 
-local function check_options(fname, opts, allowed)
-  for k in pairs(opts) do
-    if not allowed[k] then
-      local names = {}
-      for n in pairs(allowed) do names[#names + 1] = n end
-      table.sort(names)
-      error(string.format("%s: unknown option '%s' (known: %s)", fname, tostring(k), table.concat(names, ", ")), 3)
-    end
-  end
+--- Kept for callers of the old name: unknown option keys are refused.
+function process.check_options(fname, opts, allowed)
+  return check.options(fname, opts, allowed)
 end
-process.check_options = check_options
 
---- Reads everything from fd until EOF.
+--- The body of a forked or cloned child. Runs fn; whatever happens, the child then ends with
+-- _exit and never returns into the code that forked it (its copy of the caller's script must
+-- not go on running). An error is handed to report(err) (say, over a pipe) first, and the
+-- child exits with `code` (125 by default). fn usually ends in exec.
+function process.child(fn, report, code)
+  local ok, err = xpcall(fn, function(e)
+    if errors.is(e) then return e end
+    return errors.new(debug.traceback(tostring(e), 2))
+  end)
+  if not ok and report then pcall(report, err) end
+  -- report may set err.exit (127 for a command that is not there, say)
+  sys._exit(ok and 0 or (errors.is(err) and math.type(err.exit) == "integer" and err.exit) or code or 125)
+end
+
+--- exec for a child of moonbox: every signal disposition back to its default and the signal
+-- mask empty first (moonbox ignores SIGPIPE and catches others; a program must not inherit
+-- that, as runc also ensures). Returns only on failure: nil, msg, errno.
+function process.exec(argv, env)
+  sys.signal("all", "default")
+  sys.sigprocmask("setmask", {})
+  return sys.exec(argv, env)
+end
+
+--- The exit status a shell gives for an exec failure.
+function process.exec_status(errno)
+  return errno == "ENOENT" and 127 or 126
+end
+
+--- Reads everything from fd until EOF; keeps at most `limit` bytes. Returns the text and the
+-- number of bytes read.
 function process.read_all(fd, limit)
-  local parts, total = {}, 0
+  local buf <close> = sys.buffer(limit)
   while true do
-    local chunk, err = sys.read(fd, 65536)
-    if not chunk then error("read failed: " .. err, 2) end
-    if chunk == "" then break end
-    if not limit or total < limit then parts[#parts + 1] = chunk end
-    total = total + #chunk
+    local n, err = buf:read(fd)
+    if not n then errors.raise("read failed: " .. err, { op = "read" }, 2) end
+    if n == 0 then break end
   end
-  local s = table.concat(parts)
-  if limit and #s > limit then s = s:sub(1, limit) end
-  return s, total
+  return buf:take(), buf:total()
 end
 
---- Reads several fds to EOF at once (so neither pipe fills while the other is read),
--- keeping at most `limit` bytes of each. Closes them. Returns the texts and the byte counts.
+--- Reads several fds to EOF at once (so neither pipe fills while the other is read), keeping
+-- at most `limit` bytes of each. Closes them. Returns the texts and the byte counts.
 function process.collect(fds, limit)
-  local parts, totals, open = {}, {}, {}
+  local bufs, open, index = {}, {}, {}
   for i, fd in ipairs(fds) do
-    parts[i], totals[i] = {}, 0
+    bufs[i] = sys.buffer(limit)
     open[#open + 1] = fd
+    index[fd] = i
   end
-  local index = {}
-  for i, fd in ipairs(fds) do index[fd] = i end
   while #open > 0 do
     local ready = sys.poll(open)
-    if ready then
-      for _, fd in ipairs(ready) do
-        local i = index[fd]
-        local chunk = sys.read(fd, 65536)
-        if not chunk or chunk == "" then
-          sys.close(fd)
-          for k, f in ipairs(open) do
-            if f == fd then table.remove(open, k) break end
-          end
-        else
-          local kept = limit and math.max(0, math.min(#chunk, limit - totals[i])) or #chunk
-          if kept > 0 then parts[i][#parts[i] + 1] = chunk:sub(1, kept) end
-          totals[i] = totals[i] + #chunk
+    for _, fd in ipairs(ready or {}) do
+      local n = bufs[index[fd]]:read(fd)
+      if not n or n == 0 then
+        sys.close(fd)
+        for k, f in ipairs(open) do
+          if f == fd then table.remove(open, k) break end
         end
       end
     end
   end
-  local texts = {}
-  for i in ipairs(fds) do texts[i] = table.concat(parts[i]) end
+  local texts, totals = {}, {}
+  for i, b in ipairs(bufs) do
+    totals[i] = b:total()
+    texts[i] = b:take()
+  end
   return texts, totals
 end
 
@@ -79,8 +96,7 @@ function process.feed(w, data)
   end
   local pid = assert(sys.fork())
   if pid == 0 then
-    sys.write(w, data)
-    sys._exit(0)
+    process.child(function() sys.write(w, data) end)
   end
   sys.close(w)
   return pid
@@ -130,28 +146,29 @@ end
 -- env (table), cwd, check (raise unless the exit code is 0).
 function process.run(argv, opts)
   opts = opts or {}
-  check_options("process.run", opts, { stdin = true, capture = true, env = true, cwd = true, check = true })
-  if type(argv) ~= "table" or type(argv[1]) ~= "string" then
-    error("process.run: argv must be a list of strings", 2)
-  end
+  check.options("process.run", opts, { stdin = true, capture = true, env = true, cwd = true, check = true })
+  check.strings("process.run", "argv", argv)
   local stdio = process.stdio(opts.stdin, opts.capture ~= false)
   local pid = assert(sys.fork())
   if pid == 0 then
-    stdio:child()
-    if opts.cwd then
-      local ok, msg = sys.chdir(opts.cwd)
-      if not ok then io.stderr:write(msg, "\n") sys._exit(126) end
-    end
-    local _, msg, errno = sys.exec(argv, opts.env)
-    io.stderr:write(msg, "\n")
-    sys._exit(errno == "ENOENT" and 127 or 126)
+    process.child(function()
+      stdio:child()
+      if opts.cwd then
+        local ok, msg = sys.chdir(opts.cwd)
+        if not ok then io.stderr:write(msg, "\n") sys._exit(126) end
+      end
+      local _, msg, errno = process.exec(argv, opts.env)
+      io.stderr:write(msg, "\n")
+      sys._exit(process.exec_status(errno))
+    end, function(err) io.stderr:write(tostring(err), "\n") end)
   end
   local stdout, stderr = stdio:finish()
   local st = assert(sys.wait(pid))
   local result = { code = st.code, signal = st.signal, stdout = stdout, stderr = stderr, status = st.status }
   if opts.check and st.code ~= 0 then
-    error(string.format("%s failed (%s): %s", argv[1],
-      st.code and ("exit " .. st.code) or ("signal " .. tostring(st.signal)), stderr ~= "" and stderr or stdout), 2)
+    errors.raise(string.format("%s failed (%s): %s", argv[1],
+      st.code and ("exit " .. st.code) or ("signal " .. tostring(st.signal)), stderr ~= "" and stderr or stdout),
+      { op = argv[1], code = st.code }, 2)
   end
   return result
 end
@@ -161,27 +178,30 @@ end
 -- here with the child's message. The child always ends with _exit, never returns.
 function process.call(fn, opts)
   opts = opts or {}
-  check_options("process.call", opts, { namespaces = true })
+  check.options("process.call", opts, { namespaces = true })
   local r, w = assert(sys.pipe())
   local pid, err = sys.clone(opts.namespaces or {})
-  if not pid then error("process.call: " .. err, 2) end
+  if not pid then errors.raise("process.call: " .. err, { op = "clone" }, 2) end
   if pid == 0 then
     sys.close(r)
-    local ok, value = xpcall(fn, debug.traceback)
-    local ok2, text = pcall(json.encode, { ok = ok, value = ok and value or tostring(value) })
-    if not ok2 then text = json.encode({ ok = false, value = "process.call: result cannot be sent: " .. text }) end
-    sys.write(w, text)
-    sys._exit(ok and 0 or 1)
+    process.child(function()
+      local value = fn()
+      local ok, text = pcall(json.encode, { ok = true, value = value })
+      if not ok then text = json.encode({ ok = false, value = "process.call: result cannot be sent: " .. tostring(text) }) end
+      sys.write(w, text)
+    end, function(e)
+      sys.write(w, json.encode({ ok = false, value = tostring(e) }))
+    end, 1)
   end
   sys.close(w)
   local text = process.read_all(r)
   sys.close(r)
   local st = assert(sys.wait(pid))
   if text == "" then
-    error(string.format("process.call: child ended without a result (%s %s)", st.status, st.code or st.signal), 2)
+    errors.raise(string.format("process.call: child ended without a result (%s %s)", st.status, st.code or st.signal), nil, 2)
   end
   local reply = json.decode(text)
-  if not reply.ok then error(reply.value, 2) end
+  if not reply.ok then errors.raise(reply.value, nil, 2) end
   if reply.value == json.null then return nil end
   return reply.value
 end

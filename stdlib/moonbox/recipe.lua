@@ -167,7 +167,7 @@ end
 
 local function load_cache()
   local p = image.root() .. "/cache.json"
-  local text = fs.read(p)
+  local text = fs.read_if_exists(p)
   return text and json.decode(text) or {}
 end
 

@@ -47,7 +47,7 @@ local function request(r, method, url, opts)
   if opts.data then argv[#argv + 1] = "--data-binary" argv[#argv + 1] = opts.data end
   argv[#argv + 1] = url
   local res = process.run(argv)
-  local raw_headers = fs.read(headers_file) or ""
+  local raw_headers = fs.read_if_exists(headers_file) or ""
   os.remove(headers_file)
   if res.code ~= 0 then error("registry: " .. method .. " " .. url .. ": " .. res.stderr:gsub("\n$", ""), 0) end
   local body, status = res.stdout:match("^(.*)\n(%d%d%d)$")

@@ -13,6 +13,7 @@
 local sys = require "moonbox.sys"
 local container = require "moonbox.container"
 local process = require "moonbox.process"
+local check = require "moonbox.check"
 local state = require "moonbox.state"
 local json = require "moonbox.json"
 
@@ -35,15 +36,31 @@ local OPTION_KEYS = {
   output_size = true,
 }
 
-local function option_error(msg) error("sandbox: " .. msg, 4) end
+local function option_error(msg) check.fail("sandbox", msg) end
 
-local function size_bytes(name, v)
-  if math.type(v) == "integer" then return v end
-  if type(v) == "string" then
-    local n, unit = v:match("^(%d+)([KkMmGg]?)$")
-    if n then return tonumber(n) * ({ [""] = 1, k = 1 << 10, m = 1 << 20, g = 1 << 30 })[unit:lower()] end
+--- Checks options (a box's or a run's) and normalizes sizes to bytes. Every bad value is refused
+-- here, before anything runs, with a message naming the option.
+local function normalize(where, o)
+  local n = {}
+  for k, v in pairs(o) do n[k] = v end
+  for _, k in ipairs({ "memory", "output_limit", "file_size", "work_size", "tmp_size", "output_size", "stack" }) do
+    if o[k] ~= nil then n[k] = check.size(where, k, o[k]) end
   end
-  option_error(name .. " must be bytes or a size like \"64M\", got " .. tostring(v))
+  if o.pids ~= nil then n.pids = check.integer(where, "pids", o.pids, 1, 4194304) end
+  if o.open_files ~= nil then n.open_files = check.integer(where, "open_files", o.open_files, 3, 1048576) end
+  if o.uid ~= nil then n.uid = check.integer(where, "uid", o.uid, 0, sandbox.uid_count - 1) end
+  if o.cpus ~= nil then n.cpus = check.number(where, "cpus", o.cpus, 0, 4096, true) end
+  for _, k in ipairs({ "time", "wall_time" }) do
+    if o[k] ~= nil then n[k] = check.seconds(where, k, o[k]) end
+  end
+  if o.network ~= nil then check.boolean(where, "network", o.network) end
+  if o.stdin ~= nil then check.string(where, "stdin", o.stdin, true) end
+  if o.cwd ~= nil then check.absolute(where, "cwd", o.cwd) end
+  if o.env ~= nil then
+    if type(o.env) ~= "table" then check.fail(where, "env must be a table {NAME = \"value\"}") end
+    for k, v in pairs(o.env) do check.string(where, "env." .. tostring(k), v, true) end
+  end
+  return n
 end
 
 local function merge(base, over)
@@ -162,7 +179,7 @@ function sandbox.open(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("sandbox.open: options table expected", 2) end
   process.check_options("sandbox.open", opts, OPTION_KEYS)
-  local o = merge(sandbox.defaults, opts)
+  local o = normalize("sandbox.open", merge(sandbox.defaults, opts))
   if type(o.rootfs) ~= "string" or not (sys.stat(o.rootfs) or {}).type == "dir" then
     option_error("rootfs must be a folder")
   end
@@ -212,7 +229,7 @@ function sandbox.open(opts)
       for _, part in ipairs({ { "work", o.work_size }, { "out", o.output_size } }) do
         local path = self.dir .. "/" .. part[1]
         okm, msg = sys.mount("tmpfs", path, "tmpfs", { "nosuid", "nodev" },
-          string.format("size=%d,mode=0755,uid=%d,gid=%d", size_bytes(part[1] .. "_size", part[2]), self.outside_uid, self.outside_uid))
+          string.format("size=%d,mode=0755,uid=%d,gid=%d", part[2], self.outside_uid, self.outside_uid))
         if not okm then fail(msg) end
       end
       sys.write(ready_w, "r")
@@ -247,7 +264,7 @@ function Box:run(argv, opts)
   opts = opts or {}
   process.check_options("box:run", opts, { stdin = true, time = true, wall_time = true, memory = true, pids = true,
     output_limit = true, env = true, output = true, cwd = true, cpus = true })
-  local o = merge(self.options, opts)
+  local o = merge(self.options, normalize("box:run", opts))
   local env = { PATH = "/usr/local/bin:/usr/bin:/bin", HOME = "/box", LANG = "C.UTF-8" }
   for k, v in pairs(o.env or {}) do env[k] = v end
   -- The keeper's tmpfs, seen from the host through its root; /output starts empty each run.
@@ -256,8 +273,8 @@ function Box:run(argv, opts)
   local mounts = {
     { type = "bind", source = self.dir .. "/work", target = "/box" },
     { type = "bind", source = self.dir .. "/out", target = "/output" },
-    { type = "tmpfs", target = "/tmp", size = tostring(size_bytes("tmp_size", o.tmp_size)), mode = "1777" },
-    { type = "tmpfs", target = "/dev/shm", size = tostring(size_bytes("tmp_size", o.tmp_size)), mode = "1777" },
+    { type = "tmpfs", target = "/tmp", size = o.tmp_size, mode = "1777" },
+    { type = "tmpfs", target = "/dev/shm", size = o.tmp_size, mode = "1777" },
   }
   for _, m in ipairs(self.inputs) do mounts[#mounts + 1] = { type = "bind", source = m.source, target = m.target, readonly = true } end
   if o.output then
@@ -275,8 +292,8 @@ function Box:run(argv, opts)
     timeout = o.wall_time, cpu_time = o.time, capture_limit = o.output_limit, kill_on_output_limit = true,
     stdin = o.stdin or "", stdout = "capture", stderr = "capture",
     rlimits = {
-      fsize = size_bytes("file_size", o.file_size), nofile = o.open_files, core = 0,
-      stack = size_bytes("stack", o.stack), memlock = 65536, msgqueue = 0,
+      fsize = o.file_size, nofile = o.open_files, core = 0,
+      stack = o.stack, memlock = 65536, msgqueue = 0,
     },
   }
   self.runs = self.runs + 1

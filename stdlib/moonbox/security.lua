@@ -11,15 +11,8 @@ security.default_capabilities = {
   "setpcap", "net_bind_service", "sys_chroot", "kill", "audit_write",
 }
 
--- Every capability the kernel knows, by name (cap_last_cap bounds the list).
-security.all_capabilities = {
-  "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
-  "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw", "ipc_lock", "ipc_owner",
-  "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct", "sys_admin", "sys_boot", "sys_nice",
-  "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write", "audit_control", "setfcap",
-  "mac_override", "mac_admin", "syslog", "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf",
-  "checkpoint_restore",
-}
+-- Every capability the kernel knows, by name, in number order (moonbox.sys holds the table).
+security.all_capabilities = sys.capability_names
 
 local function normalize_cap(name)
   if type(name) ~= "string" then error("capability names must be strings", 4) end
@@ -52,30 +45,13 @@ function security.capabilities(cap_add, cap_drop)
   return list
 end
 
--- The character devices a container may use: v1 devices cgroup lines, and the rules of the
--- eBPF program that does the same on v2.
+-- The character devices a container may use, as devices-cgroup rules: moonbox.cgroup applies
+-- them (the v1 devices controller, or an eBPF program on v2).
 security.allowed_devices = {
   "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", -- null zero full random urandom
   "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm",                           -- tty console ptmx
   "c 136:* rwm",                                                    -- pts
 }
-
---- Limits the group to the standard devices. Returns true, or false and why not.
-function security.restrict_devices(group)
-  if sys.cgroup_version() == 1 then
-    local ok, msg = sys.cgroup_set(group, "devices.deny", "a")
-    if not ok then return false, msg end
-    for _, rule in ipairs(security.allowed_devices) do
-      ok, msg = sys.cgroup_set(group, "devices.allow", rule)
-      if not ok then return false, msg end
-    end
-    return true
-  end
-  -- cgroup v2 has no devices files: an eBPF program attached to the group decides instead.
-  local dir = (sys.cgroup_path(group) or {})[1]
-  if not dir then return false, "no cgroup folder for " .. group end
-  return sys.bpf_device_filter(dir, security.allowed_devices)
-end
 
 -- MARK: seccomp
 
@@ -223,20 +199,31 @@ end
 
 -- MARK: compiled filters
 
--- FNV-1a, 64 bits: names a compiled profile in the cache.
-local function fnv1a(text)
-  local h = 0xcbf29ce484222325
-  for i = 1, #text do
-    h = ((h ~ text:byte(i)) * 0x100000001b3) & 0xffffffffffffffff
-  end
-  return string.format("%016x", h)
-end
-
 local compiled = {}
 local compiled_tables = setmetatable({}, { __mode = "k" })  -- a table seen before skips the encoding
 
---- The profile compiled to a BPF program, built by libseccomp once: kept in memory, and in
--- the state folder so the next moonbox process loads it instead of building it again.
+-- The header of a cached program: what it was compiled from (the profile's hash, with the
+-- moonbox version in it) and the program's own hash. A file that does not match is ignored.
+local function cache_header(key_hash, program)
+  return "moonbox-seccomp 1 " .. key_hash .. " " .. sys.sha256_string(program) .. "\n"
+end
+
+local function read_cached(path, key_hash)
+  local f = sys.open(path, { "rdonly", "nofollow" })
+  if not f then return nil end
+  local st = sys.stat(f)
+  local text = st and st.type == "file" and st.uid == sys.geteuid() and st.mode & tonumber("077", 8) == 0 and sys.read(f, 1 << 20)
+  f:close()
+  if not text then return nil end
+  local header, program = text:match("^([^\n]*\n)(.*)$")
+  if not header or #program == 0 or #program % 8 ~= 0 or header ~= cache_header(key_hash, program) then return nil end
+  return program
+end
+
+--- The profile compiled to a BPF program, built by libseccomp once: kept in memory, and in the
+-- state folder (checked: the user's own, writable by nobody else) so the next moonbox process
+-- loads it instead of building it again. A cached file is used only when its header names the
+-- hash of this very profile and the hash of the program that follows.
 function security.compile(profile)
   if compiled_tables[profile] then return compiled_tables[profile] end
   local key = json.encode(profile)
@@ -244,25 +231,15 @@ function security.compile(profile)
     compiled_tables[profile] = compiled[key]
     return compiled[key]
   end
-  local state = require "moonbox.state"
-  local cache = state.dir() .. "/cache"
-  local path = cache .. "/seccomp-" .. fnv1a(key) .. "-" .. #key .. ".bpf"
-  local f = io.open(path, "rb")
-  local program = f and f:read("a")
-  if f then f:close() end
-  if not program or #program == 0 or #program % 8 ~= 0 then
+  local key_hash = sys.sha256_string(sys._VERSION .. "\n" .. key)
+  local ok, cache = pcall(function() return require("moonbox.state").ensure("cache") end)
+  local path = ok and (cache .. "/seccomp-" .. key_hash .. ".bpf") or nil
+  local program = path and read_cached(path, key_hash)
+  if not program then
     local err
     program, err = sys.seccomp_compile(profile)
     if not program then error("seccomp: " .. err, 2) end
-    if sys.mkdir(cache, tonumber("700", 8)) then
-      local tmp = path .. "." .. sys.getpid()
-      local out = io.open(tmp, "wb")
-      if out then
-        out:write(program)
-        out:close()
-        sys.rename(tmp, path)
-      end
-    end
+    if path then pcall(require("moonbox.fs").write_atomic, path, cache_header(key_hash, program) .. program, false, tonumber("600", 8)) end
   end
   compiled[key] = program
   compiled_tables[profile] = program

@@ -1,63 +1,116 @@
--- moonbox.state: what each run created, recorded in the state folder ($MOONBOX_STATE,
--- /run/moonbox by default), so `moonbox gc` can remove it after moonbox was SIGKILLed.
--- A record names its owner (pid and start time) and what to remove: a cgroup and folders.
+-- moonbox.state: what each run creates, recorded in the state folder ($MOONBOX_STATE,
+-- /run/moonbox for root, $XDG_RUNTIME_DIR/moonbox or /tmp/moonbox-UID for a plain user), so
+-- that `moonbox gc` can remove it after moonbox was SIGKILLed.
+--
+-- A record is written, and made durable, before anything it names is created; if it cannot
+-- be written, nothing is created. It names its owner (pid and start time) and what to remove:
+-- cgroup folders by absolute path, folders, address leases, network namespaces.
+--
+-- The folder is a trust boundary: it must be the user's own and writable by nobody else
+-- (created 0700), or moonbox refuses it, since gc removes what records name and compiled
+-- seccomp filters are cached there.
 local sys = require "moonbox.sys"
 local json = require "moonbox.json"
+local errors = require "moonbox.errors"
+local fs = require "moonbox.fs"
 
 local state = {}
 
 function state.dir()
   local dir = os.getenv("MOONBOX_STATE")
-  if dir then return dir end
+  if dir and dir ~= "" then return dir end
   if sys.geteuid() == 0 then return "/run/moonbox" end
   -- A plain user keeps its records where it may write.
   local runtime = os.getenv("XDG_RUNTIME_DIR")
-  return runtime and (runtime .. "/moonbox") or ("/tmp/moonbox-" .. sys.geteuid())
+  return (runtime and runtime ~= "") and (runtime .. "/moonbox") or ("/tmp/moonbox-" .. sys.geteuid())
 end
 
---- The start time of a process (clock ticks since boot), to tell it from a reused pid.
+--- Checks that `dir` is a folder (not a symlink) owned by this user and that nobody else may
+-- write into it. Returns true, or nil and why.
+function state.trusted(dir)
+  local st = sys.lstat(dir)
+  if not st then return nil, dir .. " does not exist" end
+  if st.type ~= "dir" then return nil, dir .. " is a " .. st.type .. ", not a folder" end
+  if st.uid ~= sys.geteuid() then
+    return nil, string.format("%s belongs to uid %d, not to this user (uid %d)", dir, st.uid, sys.geteuid())
+  end
+  if st.mode & tonumber("022", 8) ~= 0 then
+    return nil, string.format("%s is writable by others (mode %o)", dir, st.mode)
+  end
+  return true
+end
+
+local ensured
+
+--- The state folder, made (mode 0700) when missing and checked. Raises when it cannot be trusted.
+function state.ensure(sub)
+  local dir = state.dir()
+  if ensured ~= dir then
+    if not sys.lstat(dir) then
+      local ok, msg = sys.mkdir(dir, tonumber("700", 8))
+      if not ok and not sys.lstat(dir) then errors.raise("state folder: " .. msg, { op = "mkdir", code = 125 }, 2) end
+    end
+    local ok, why = state.trusted(dir)
+    if not ok then
+      errors.raise("state folder refused: " .. why .. " (set MOONBOX_STATE to a folder of your own)", { op = "state", code = 125 }, 2)
+    end
+    ensured = dir
+  end
+  if sub then
+    local path = dir .. "/" .. sub
+    if not sys.lstat(path) then sys.mkdir(path, tonumber("700", 8)) end
+    local ok, why = state.trusted(path)
+    if not ok then errors.raise("state folder refused: " .. why, { op = "state", code = 125 }, 2) end
+    return path
+  end
+  return dir
+end
+
+--- The start time of a process (clock ticks since boot), to tell it from a reused pid, and its
+-- state letter (R, S, Z, ...).
 function state.start_time(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if not f then return nil end
   local text = f:read("a")
   f:close()
-  -- Field 22, counted after the command name, which may hold spaces.
-  local rest = text:match("%) (.*)$")
+  -- Fields after the command name, which may hold spaces and parentheses.
+  local rest = text:match("^.*%) (.*)$")
+  if not rest then return nil end
   local fields = {}
   for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
-  return tonumber(fields[20])
+  return tonumber(fields[20]), fields[1]
+end
+
+--- True when the process `pid` that started at `start` still runs; a zombie does not.
+function state.alive(pid, start)
+  if math.type(pid) ~= "integer" then return false end
+  local t, letter = state.start_time(pid)
+  return t ~= nil and t == start and letter ~= "Z" and letter ~= "X"
 end
 
 local my_start
 
 local Record = { __name = "moonbox.state.record" }
 Record.__index = Record
+Record.__tostring = function(r) return "record(" .. r.path .. ")" end
 
-local function write_atomic(path, text)
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "w")
-  if not f then error("state: cannot write " .. tmp .. ": " .. err, 3) end
-  f:write(text)
-  f:close()
-  assert(sys.rename(tmp, path))
-end
-
---- Records `fields` (cgroup = name, dirs = {...}) for the object `id`.
-function state.new(id, fields)
-  local dir = state.dir()
-  local ok, msg = sys.mkdir(dir, tonumber("700", 8))
-  if not ok then error("state: " .. msg, 2) end
+--- Records `fields` (cgroup = {folders...}, dirs = {...}, ...) for the object `id`, durably.
+-- kind names what it is ("container", "box", "network", ...).
+function state.new(id, fields, kind)
+  local dir = state.ensure()
   my_start = my_start or state.start_time(sys.getpid())
-  local data = { id = id, owner = sys.getpid(), owner_start = my_start, created = os.time(), dirs = {} }
+  local data = { id = id, kind = kind or "container", owner = sys.getpid(), owner_start = my_start,
+    created = os.time(), dirs = {} }
   for k, v in pairs(fields or {}) do data[k] = v end
   local r = setmetatable({ path = dir .. "/" .. id .. ".json", data = data }, Record)
-  write_atomic(r.path, json.encode(data))
+  local ok, err = pcall(fs.write_atomic, r.path, json.encode(data), true, tonumber("600", 8))
+  if not ok then errors.raise("cannot record " .. id .. " in the state folder: " .. tostring(err), { op = "state", code = 125 }, 2) end
   return r
 end
 
 function Record:update(fields)
   for k, v in pairs(fields) do self.data[k] = v end
-  write_atomic(self.path, json.encode(self.data))
+  fs.write_atomic(self.path, json.encode(self.data), true, tonumber("600", 8))
 end
 
 --- Adds a folder to remove when the owner is gone.
@@ -70,20 +123,33 @@ function Record:remove()
   sys.unlink(self.path)
 end
 
---- Every record in the state folder, with `alive` telling whether its owner still runs.
+--- The record of `id`, or nil.
+function state.find(id)
+  for _, rec in ipairs(state.list()) do if rec.id == id then return rec end end
+  return nil
+end
+
+--- Every record in the state folder, with `alive` telling whether its owner still runs. A
+-- record that cannot be read (0 bytes after a full disk, a torn write) comes back with
+-- broken = true; leftover temporary files too.
 function state.list()
   local out = {}
   local dir = state.dir()
   for _, name in ipairs(sys.listdir(dir) or {}) do
+    local path = dir .. "/" .. name
     if name:match("%.json$") then
-      local f = io.open(dir .. "/" .. name)
-      local ok, data = pcall(json.decode, f and f:read("a") or "")
-      if f then f:close() end
-      if ok and type(data) == "table" then
-        data.path = dir .. "/" .. name
-        data.alive = data.owner ~= nil and state.start_time(data.owner) == data.owner_start
+      local text = fs.read_if_exists(path) or ""
+      local ok, data = pcall(json.decode, text)
+      if ok and type(data) == "table" and type(data.id) == "string" then
+        data.path = path
+        data.alive = state.alive(data.owner, data.owner_start)
         out[#out + 1] = data
+      else
+        out[#out + 1] = { id = name:gsub("%.json$", ""), path = path, broken = true, alive = false }
       end
+    elseif name:match("%.json%.tmp%d*$") then
+      local pid = tonumber(name:match("%.tmp(%d+)$"))
+      out[#out + 1] = { id = name, path = path, broken = true, alive = pid ~= nil and state.alive(pid, state.start_time(pid)) }
     end
   end
   return out

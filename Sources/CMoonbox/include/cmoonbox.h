@@ -94,11 +94,18 @@ int mb_capset_all(const unsigned int in[6]);
 int mb_fsopen(const char *fstype);
 int mb_fsconfig_string(int fsfd, const char *key, const char *value);
 int mb_fsconfig_create(int fsfd);
-int mb_fsmount(int fsfd, int readonly);
+int mb_fsconfig_flag(int fsfd, const char *key);
+// fsmount(2) with MOUNT_ATTR_* bits (1 ro, 2 nosuid, 4 nodev, 8 noexec): a detached mount.
+int mb_fsmount(int fsfd, unsigned int attr);
 int mb_move_mount_to(int mfd, const char *target);
 
 // The filesystem type (statfs(2) f_type) of the filesystem holding path; -1 with errno.
 long mb_statfs_type(const char *path);
+
+// ---- block devices ----
+// Attaches the file open at backing_fd to a free loop device (LOOP_CONFIGURE, autoclear: the
+// device goes when its last user does). Returns the device's fd; name gets its path.
+int mb_loop_attach(int backing_fd, int readonly, char *name, size_t namelen);
 
 // ---- terminals and network devices ----
 // Opens a new pty pair: master (O_CLOEXEC) and slave (O_NOCTTY|O_CLOEXEC); name gets the slave path.

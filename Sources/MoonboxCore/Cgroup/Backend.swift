@@ -29,10 +29,11 @@ protocol CgroupBackend: AnyObject {
 
 extension CgroupBackend {
     /// Writes several keys in order: memory.max before memory.swap.max (v1 computes memsw from
-    /// it), the rest by name. A list value is written line by line (devices.allow rules).
+    /// it), devices.deny before devices.allow, the rest by name. A list value is written line
+    /// by line (devices.allow rules).
     func apply(_ group: String, _ values: [(key: String, values: [String])]) throws(CgroupError) {
         try create(group)
-        let first = ["memory.max", "memory.swap.max"]
+        let first = ["memory.max", "memory.swap.max", "devices.deny", "devices.allow"]
         let ordered = values.sorted { a, b in
             let ia = first.firstIndex(of: a.key) ?? first.count, ib = first.firstIndex(of: b.key) ?? first.count
             return ia != ib ? ia < ib : a.key < b.key

@@ -35,7 +35,7 @@ public final class Runtime {
         namespaceFunctions + processFunctions + credentialFunctions + rlimitFunctions + prctlFunctions
         + signalFunctions + clockFunctions + mountFunctions + inRootFunctions + fileFunctions + fdFunctions + terminalFunctions
         + cgroupFunctions + deviceFilterFunctions + introspectionFunctions + seccompFunctions + archiveFunctions
-        + networkDeviceFunctions + sizeFunctions
+        + networkDeviceFunctions + sizeFunctions + bufferFunctions + loopFunctions
 
     /// package.preload["moonbox.sys"], then a searcher for MOONBOX_PATH (development),
     /// then the stdlib embedded in the binary, then Lua's own searchers.
@@ -72,19 +72,22 @@ public final class Runtime {
         lua.setTop(0)
     }
 
-    /// Finds "moonbox.x" in $MOONBOX_PATH/moonbox/x.lua, or else in the embedded stdlib.
+    /// Finds "moonbox.x" in $MOONBOX_PATH/moonbox/x.lua (or x/init.lua, for a module made of
+    /// several files), or else in the embedded stdlib.
     static let stdlibSearcher: LuaFunction = { lua in
         guard let name = lua.string(at: 1) else { return 0 }
-        let relative = name.split(separator: ".").joined(separator: "/") + ".lua"
+        let base = name.split(separator: ".").joined(separator: "/")
         if let dev = getenv("MOONBOX_PATH").map({ String(cString: $0) }), !dev.isEmpty {
             for dir in dev.split(separator: ":") {
-                let path = "\(dir)/\(relative)"
-                let (text, _) = readTextFile(path)
-                guard let text else { continue }
-                return load(lua, source: text, chunkname: "@" + path, name: name)
+                for relative in [base + ".lua", base + "/init.lua"] {
+                    let path = "\(dir)/\(relative)"
+                    let (text, _) = readTextFile(path)
+                    guard let text else { continue }
+                    return load(lua, source: text, chunkname: "@" + path, name: name)
+                }
             }
         }
-        if let (path, source) = embeddedStdlib[name] {
+        if let (path, source) = embeddedStdlib[name] ?? embeddedStdlib[name + ".init"] {
             return load(lua, source: source, chunkname: "@" + path, name: name)
         }
         lua.push("\n\tno embedded module '\(name)'")

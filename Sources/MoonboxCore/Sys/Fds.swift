@@ -74,7 +74,7 @@ enum FdObject {
         guard size >= 0, size <= 1 << 30 else { throw a.error(2, "size", "must be between 0 and 1 GiB") }
         var buffer = [UInt8](repeating: 0, count: max(size, 1))
         var n: Int
-        repeat { n = Glibc.read(fd, &buffer, size) } while n < 0 && errno == EINTR
+        repeat { n = Glibc.read(fd, &buffer, size) } while n < 0 && errno == EINTR && !signalWasCaught()
         if n < 0 { return lua.fail("read(fd \(fd))") }
         buffer.withUnsafeBytes { lua.push(bytes: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         return 1
@@ -89,7 +89,7 @@ enum FdObject {
             while done < data.count {
                 let n = Glibc.write(fd, data.baseAddress! + done, data.count - done)
                 if n < 0 {
-                    if errno == EINTR { continue }
+                    if errno == EINTR && !signalWasCaught() { continue }
                     return done > 0 ? done : -1
                 }
                 done += n

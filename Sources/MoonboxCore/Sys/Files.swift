@@ -260,6 +260,18 @@ let fileFunctions: [(String, LuaFunction)] = [
         lua.set("files_free", Int(sv.f_ffree))
         return 1
     }),
+    // truncate(path or fd, size): sets a file's size; growing it leaves a hole (no disk used).
+    ("truncate", { lua in
+        let a = Args(lua, "truncate")
+        let size = try a.integer(2, "size")
+        guard size >= 0 else { throw a.error(2, "size", "must be >= 0") }
+        if lua.type(1) == LUA_TSTRING {
+            let path = try a.string(1, "path")
+            return Glibc.truncate(path, off_t(size)) == 0 ? lua.ok() : lua.fail("truncate(\(path))")
+        }
+        let fd = try a.fd(1, "path")
+        return ftruncate(fd, off_t(size)) == 0 ? lua.ok() : lua.fail("truncate(fd \(fd))")
+    }),
     // umask(mask): sets the file mode creation mask; returns the old one.
     ("umask", { lua in
         let mask = try Args(lua, "umask").mode(1, "mask", default: 0o022)

@@ -6,49 +6,77 @@ import Glibc
 /// absolute ones included, cannot leave it, and magic links (/proc/PID/fd/N) are refused.
 /// Nothing is ever made by joining strings on the host.
 
-private let resolveInRoot: UInt64 = 0x08 | 0x02  // RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
+private let resolveInRoot: UInt64 = 0x10 | 0x02  // RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 private let oPath: Int32 = 0o10000000
 
 enum CreateKind: String { case dir, file }
 
-/// The components of a path inside a root: "" and "." dropped; nil when ".." appears, which
-/// creation never needs (resolution alone clamps it at the root).
-private func components(_ path: String) -> [String]? {
-    var parts: [String] = []
-    for p in path.split(separator: "/") where p != "." {
-        if p == ".." { return nil }
-        parts.append(String(p))
+/// Makes what is missing of `path` inside `root`, the way securejoin's MkdirAllInRoot does: one
+/// component at a time, each opened O_NOFOLLOW from the fd of its parent, so nothing swapped in
+/// meanwhile is followed. A symlink is read and its target spliced into the rest of the path,
+/// resolved against the root (an absolute target restarts at the root); ".." pops our own stack
+/// of fds and never rises above the root. Missing folders are made (mode 0755), and the last
+/// component as `create` with `mode`. Returns 0, or -1 with errno.
+private func makeInRoot(_ root: Int32, _ path: String, create: CreateKind, mode: mode_t) -> Int32 {
+    var stack: [Int32] = [Glibc.dup(root)]
+    defer { stack.forEach { Glibc.close($0) } }
+    var queue = path.split(separator: "/").map(String.init)
+    var links = 0
+    while !queue.isEmpty {
+        let part = queue.removeFirst()
+        if part == "." || part.isEmpty { continue }
+        if part == ".." {
+            if stack.count > 1 { Glibc.close(stack.removeLast()) }
+            continue
+        }
+        let cur = stack.last!
+        let isLast = queue.isEmpty
+        var st = stat()
+        if fstatat(cur, part, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+            if st.st_mode & S_IFMT == S_IFLNK {
+                links += 1
+                if links > 40 { errno = ELOOP; return -1 }
+                var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+                let n = readlinkat(cur, part, &buf, Int(PATH_MAX))
+                if n < 0 { return -1 }
+                let target = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if target.hasPrefix("/") {
+                    stack.dropFirst().forEach { Glibc.close($0) }
+                    stack = [stack[0]]
+                }
+                queue = target.split(separator: "/").map(String.init) + queue
+                continue
+            }
+            if isLast { return 0 }
+            guard st.st_mode & S_IFMT == S_IFDIR else { errno = ENOTDIR; return -1 }
+            let next = mb_openat(cur, part, oPath | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)
+            if next < 0 { return -1 }
+            stack.append(next)
+            continue
+        }
+        guard errno == ENOENT else { return -1 }
+        if isLast && create == .file {
+            let fd = mb_openat(cur, part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+            if fd < 0 && errno != EEXIST { return -1 }
+            if fd >= 0 { Glibc.close(fd) }
+            return 0
+        }
+        if mkdirat(cur, part, isLast ? mode : 0o755) != 0 && errno != EEXIST { return -1 }
+        queue.insert(part, at: 0)  // look again: now there (or made by someone else meanwhile)
     }
-    return parts
+    return 0
 }
 
-/// Opens `path` inside `root` with `flags`; with `create`, missing components are made first,
-/// one at a time, each in its parent as resolved inside the root: folders, and a file or
-/// folder (`create`) last. A component that exists as a symlink is followed inside the root;
-/// a dangling one is not replaced. Returns the fd, or -1 with errno.
-func openInRoot(_ root: Int32, _ path: String, flags: Int32, create: CreateKind?, mode: mode_t) -> Int32 {
+/// Opens `path` inside `root` with `flags`; with `create`, what is missing is made first (see
+/// makeInRoot). Returns the fd, or -1 with errno.
+func openInRoot(_ root: Int32, _ given: String, flags: Int32, create: CreateKind?, mode: mode_t) -> Int32 {
+    // "/x" inside the root is "x" from it.
+    var trimmed = Substring(given)
+    while trimmed.hasPrefix("/") { trimmed = trimmed.dropFirst() }
+    let path = trimmed.isEmpty ? "." : String(trimmed)
     let fd = mb_openat2(root, path, flags | O_CLOEXEC, 0, resolveInRoot)
-    if fd >= 0 || errno != ENOENT || create == nil { return fd }
-    guard let parts = components(path), !parts.isEmpty else { errno = EINVAL; return -1 }
-    for i in 0..<parts.count {
-        let prefix = parts[0...i].joined(separator: "/")
-        let probe = mb_openat2(root, prefix, oPath | O_CLOEXEC, 0, resolveInRoot)
-        if probe >= 0 { Glibc.close(probe); continue }
-        if errno != ENOENT { return -1 }
-        let parent = i == 0 ? Glibc.dup(root)
-            : mb_openat2(root, parts[0..<i].joined(separator: "/"), oPath | O_DIRECTORY | O_CLOEXEC, 0, resolveInRoot)
-        if parent < 0 { return -1 }
-        var r: Int32
-        if i == parts.count - 1 && create == .file {
-            r = mb_openat(parent, parts[i], O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
-            if r >= 0 { Glibc.close(r); r = 0 }
-        } else {
-            r = mkdirat(parent, parts[i], i == parts.count - 1 ? mode : 0o755)
-        }
-        let e = errno
-        Glibc.close(parent)
-        if r < 0 && e != EEXIST { errno = e; return -1 }
-    }
+    guard fd < 0, errno == ENOENT, let create else { return fd }
+    if makeInRoot(root, path, create: create, mode: mode) != 0 { return -1 }
     return mb_openat2(root, path, flags | O_CLOEXEC, 0, resolveInRoot)
 }
 

@@ -40,27 +40,40 @@ private func overlayEscape(_ path: String) -> String {
     return out
 }
 
-/// Mounts an overlay through the new mount API, one fsconfig call per layer
-/// ("lowerdir+", Linux 6.8+), so the number of layers is not bound by a page.
-/// Returns nil or (step, errno).
-private func overlayByFsconfig(lower: [String], upper: String?, work: String?, target: String, readonly: Bool) -> (String, Int32)? {
-    let fsfd = mb_fsopen("overlay")
-    if fsfd < 0 { return ("fsopen(overlay)", errno) }
+/// A detached mount made with the new mount API (fsopen, fsconfig, fsmount): in no mount
+/// namespace until move_mount attaches it, so a parent can make it and a child in namespaces of
+/// its own can attach it. `params` are applied in order (overlayfs's "lowerdir+" repeats);
+/// a nil value is a flag. Returns the mount fd, or (-1, step, errno).
+func detachedMount(_ fstype: String, _ params: [(String, String?)], attr: UInt32) -> (Int32, String, Int32) {
+    let fsfd = mb_fsopen(fstype)
+    if fsfd < 0 { return (-1, "fsopen(\(fstype))", errno) }
     defer { Glibc.close(fsfd) }
-    func set(_ key: String, _ value: String) -> Int32 { mb_fsconfig_string(fsfd, key, value) }
-    for dir in lower where set("lowerdir+", dir) != 0 { return ("fsconfig(lowerdir+ \(dir))", errno) }
-    if let upper, set("upperdir", upper) != 0 { return ("fsconfig(upperdir \(upper))", errno) }
-    if let work, set("workdir", work) != 0 { return ("fsconfig(workdir \(work))", errno) }
-    if mb_fsconfig_create(fsfd) != 0 {
-        return ("fsconfig(create)", errno)
+    for (key, value) in params {
+        let r = value.map { mb_fsconfig_string(fsfd, key, $0) } ?? mb_fsconfig_flag(fsfd, key)
+        if r != 0 { return (-1, "fsconfig(\(key)\(value.map { " " + $0 } ?? ""))", errno) }
     }
-    let mfd = mb_fsmount(fsfd, readonly ? 1 : 0)
-    if mfd < 0 { return ("fsmount()", errno) }
+    if mb_fsconfig_create(fsfd) != 0 { return (-1, "fsconfig(create)", errno) }
+    let mfd = mb_fsmount(fsfd, attr)
+    if mfd < 0 { return (-1, "fsmount()", errno) }
+    return (mfd, "", 0)
+}
+
+/// MOUNT_ATTR_* bits by mount flag name.
+private let mountAttrs: [String: UInt32] = ["ro": 1, "rdonly": 1, "nosuid": 2, "nodev": 4, "noexec": 8, "rw": 0]
+
+/// Mounts an overlay through the new mount API, one fsconfig call per layer ("lowerdir+",
+/// Linux 6.8+), so the number of layers is not bound by a page. With a target it is attached
+/// there; without, the detached mount's fd is returned. Returns (fd or 0, nil) or (-1, (step, errno)).
+private func overlayByFsconfig(lower: [String], upper: String?, work: String?, target: String?, readonly: Bool) -> (Int32, (String, Int32)?) {
+    var params: [(String, String?)] = lower.map { ("lowerdir+", $0) }
+    if let upper { params.append(("upperdir", upper)) }
+    if let work { params.append(("workdir", work)) }
+    let (mfd, step, e) = detachedMount("overlay", params, attr: readonly ? 1 : 0)
+    if mfd < 0 { return (-1, (step, e)) }
+    guard let target else { return (mfd, nil) }
     defer { Glibc.close(mfd) }
-    if mb_move_mount_to(mfd, target) != 0 {
-        return ("move_mount(\(target))", errno)
-    }
-    return nil
+    if mb_move_mount_to(mfd, target) != 0 { return (-1, ("move_mount(\(target))", errno)) }
+    return (0, nil)
 }
 
 let mountFunctions: [(String, LuaFunction)] = [
@@ -117,6 +130,36 @@ let mountFunctions: [(String, LuaFunction)] = [
         }
         return r == 0 ? lua.ok() : lua.fail("move_mount()")
     }),
+    // fsmount(fstype, params [, flags]): a new filesystem as a detached mount fd (fsopen,
+    // fsconfig, fsmount), for move_mount to attach elsewhere, in another namespace too. params
+    // is a list of {key, value} (value omitted for a flag), applied in order; flags are
+    // "ro", "nosuid", "nodev", "noexec".
+    ("fsmount", { lua in
+        let a = Args(lua, "fsmount")
+        let fstype = try a.string(1, "fstype")
+        try a.table(2, "params")
+        var params: [(String, String?)] = []
+        for k in 0..<lua.rawLength(2) {
+            lua.rawGet(2, k + 1)
+            defer { lua.pop() }
+            let item = lua.top
+            guard lua.type(item) == LUA_TTABLE else { throw a.error(2, "params", "item \(k + 1) must be {key, value}") }
+            lua.rawGet(item, 1)
+            let key = lua.type(-1) == LUA_TSTRING ? lua.string(at: -1) : nil
+            lua.pop()
+            lua.rawGet(item, 2)
+            let value = lua.isNoneOrNil(-1) ? nil : lua.string(at: -1)
+            let bad = !lua.isNoneOrNil(-1) && lua.type(-1) != LUA_TSTRING && lua.type(-1) != LUA_TNUMBER
+            lua.pop()
+            guard let key, !bad else { throw a.error(2, "params", "item \(k + 1) must be {key, value} with strings") }
+            params.append((key, value))
+        }
+        let attr = try a.flags(3, "flags", mountAttrs)
+        let (fd, step, e) = detachedMount(fstype, params, attr: attr)
+        if fd < 0 { return lua.fail("fsmount(\(fstype)): \(step)", errno: e) }
+        FdObject.push(lua, fd)
+        return 1
+    }),
     ("chroot", { lua in
         let path = try Args(lua, "chroot").string(1, "path")
         return Glibc.chroot(path) == 0 ? lua.ok() : lua.fail("chroot(\(path))")
@@ -126,7 +169,7 @@ let mountFunctions: [(String, LuaFunction)] = [
         let a = Args(lua, "overlay")
         try a.table(1, "spec")
         try a.options(1, "spec", allowed: ["lower", "upper", "work", "target", "flags", "options"])
-        guard let target = try a.stringField(1, "target") else { throw a.error(1, "target", "is required") }
+        let target = try a.stringField(1, "target")
         let lower: [String] = try a.field(1, "lower") { try Args(lua, "overlay").stringList($0, "lower") } ?? []
         guard !lower.isEmpty else { throw a.error(1, "lower", "needs at least one folder") }
         let upper = try a.stringField(1, "upper")
@@ -137,21 +180,26 @@ let mountFunctions: [(String, LuaFunction)] = [
         var data = "lowerdir=" + lower.map(overlayEscape).joined(separator: ":")
         if let upper, let work { data += ",upperdir=\(overlayEscape(upper)),workdir=\(overlayEscape(work))" }
         if let extra { data += "," + extra }
-        let what = "overlay(\(target))"
+        let what = "overlay(\(target ?? "detached"))"
         let explain = " (overlay needs upper and work on one filesystem, not on overlayfs, and at least 2 lowers without an upper)"
-        if data.utf8.count < Int(getpagesize()) - 1 {
+        if let target, data.utf8.count < Int(getpagesize()) - 1 {
             if Glibc.mount("overlay", target, "overlay", flags, data) == 0 { return lua.ok() }
             let e = errno
             if e != EINVAL { return lua.fail(what, errno: e) }
             return lua.fail(message: "\(what): \(errnoText(e))\(explain)", errnoName: errnoName(e))
         }
-        // Options longer than a page: one layer per fsconfig call.
+        // Options longer than a page, or a detached mount: one layer per fsconfig call.
         guard extra == nil, flags & ~UInt(1) == 0 else {
-            throw a.error(1, "options", "extra options and flags other than 'ro' are not supported beyond one page of layers")
+            throw a.error(1, "options", "extra options and flags other than 'ro' need a target and at most one page of layers")
         }
-        if let (step, e) = overlayByFsconfig(lower: lower, upper: upper, work: work, target: target, readonly: flags & 1 != 0) {
+        let (fd, failure) = overlayByFsconfig(lower: lower, upper: upper, work: work, target: target, readonly: flags & 1 != 0)
+        if let (step, e) = failure {
             let hint = e == EINVAL ? explain : ""
             return lua.fail(message: "\(what): \(step): \(errnoText(e))\(hint)", errnoName: errnoName(e))
+        }
+        if target == nil {
+            FdObject.push(lua, fd)
+            return 1
         }
         return lua.ok()
     }),

@@ -1,0 +1,298 @@
+-- moonbox.container.spec: a container spec, checked and normalized. Pure: it reads the image
+-- store and stats paths, and changes nothing. Every bad input is refused here, with a message
+-- naming the field, before anything is created.
+local sys = require "moonbox.sys"
+local check = require "moonbox.check"
+local security = require "moonbox.security"
+
+local spec = {}
+
+local WHERE = "container spec"
+
+-- runc's defaults (libcontainer/specconv), as data.
+spec.defaults = {
+  namespaces = { "mount", "uts", "ipc", "pid", "net", "cgroup" },
+  capture_limit = 16 << 20,
+  masked_paths = {
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi", "/sys/devices/virtual/powercap",
+  },
+  readonly_paths = { "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger" },
+  devices = {
+    { "null", 1, 3 }, { "zero", 1, 5 }, { "full", 1, 7 }, { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 },
+  },
+  umask = tonumber("022", 8),
+}
+
+local SPEC_KEYS = {
+  rootfs = true, command = true, hostname = true, env = true, cwd = true, user = true, namespaces = true,
+  network = true, limits = true, mounts = true, readonly_rootfs = true, stdin = true, stdout = true,
+  stderr = true, tty = true, timeout = true, init = true, setup = true, capture_limit = true, chroot = true,
+  name = true, masked_paths = true, readonly_paths = true, cap_add = true, cap_drop = true, seccomp = true,
+  no_new_privileges = true, rlimits = true, cpu_time = true, kill_on_output_limit = true, id_map = true,
+  mount_namespace = true, image = true,
+}
+spec.keys = SPEC_KEYS
+local LIMIT_KEYS = { memory = true, pids = true, cpus = true, swap = true, cpu_weight = true, disk = true }
+local NAMESPACES = { mount = true, uts = true, ipc = true, pid = true, net = true, user = true, cgroup = true }
+
+local function fail(message) check.fail(WHERE, message) end
+
+local function sorted_keys(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+--- A user: a uid, "uid:gid", or names resolved in the container's /etc/passwd and /etc/group
+-- ("nobody", "www-data:www-data", "1000:staff"), as runc does. Returns {uid=, gid=} when
+-- numeric, else {user=, group=} for the child to resolve.
+function spec.parse_user(user, where)
+  where = where or WHERE
+  if user == nil then return nil end
+  if math.type(user) == "integer" then
+    check.integer(where, "user", user, 0, 4294967294)
+    return { uid = user, gid = user }
+  end
+  if type(user) ~= "string" or user == "" or user:find("[%s%z]") then
+    check.fail(where, "user must be a uid, \"uid:gid\" or a user name (\"nobody\", \"www-data:www-data\"), got " .. check.show(user))
+  end
+  local u, g = user:match("^([^:]+):([^:]+)$")
+  if not u then u = user:match("^([^:]+)$") end
+  if not u then check.fail(where, "user must be a uid, \"uid:gid\" or a user name, got " .. check.show(user)) end
+  local uid, gid = math.tointeger(tonumber(u:match("^%d+$") or "")), g and math.tointeger(tonumber(g:match("^%d+$") or ""))
+  if uid and uid > 4294967294 then check.fail(where, "user id " .. u .. " is out of range") end
+  if gid and gid > 4294967294 then check.fail(where, "group id " .. g .. " is out of range") end
+  if uid and (gid or not g) then return { uid = uid, gid = gid or uid } end
+  return { user = u, uid = uid, group = g, gid = gid }
+end
+
+--- "SRC:DST[:ro]" or {type=, source=, target=, readonly=, size=, mode=, options=}.
+local function normalize_mount(m, i)
+  local label = string.format("mounts[%d]", i)
+  if type(m) == "string" then
+    local src, dst, opt = m:match("^([^:]+):([^:]+):?(.*)$")
+    if not src or (opt ~= "" and opt ~= "ro" and opt ~= "rw") then
+      fail(string.format("%s %q: use SRC:DST or SRC:DST:ro", label, m))
+    end
+    m = { type = "bind", source = src, target = dst, readonly = opt == "ro" }
+  end
+  if type(m) ~= "table" then fail(label .. " must be a table or \"SRC:DST[:ro]\"") end
+  check.options(WHERE .. " " .. label, m, { type = true, source = true, target = true, readonly = true, size = true, mode = true, options = true })
+  local kind = m.type or (m.source and "bind") or nil
+  if kind ~= "bind" and kind ~= "tmpfs" and kind ~= "proc" then fail(label .. ": type must be bind, tmpfs or proc") end
+  check.absolute(WHERE, label .. ".target", m.target)
+  if m.readonly ~= nil then check.boolean(WHERE, label .. ".readonly", m.readonly) end
+  local out = { type = kind, target = m.target, readonly = m.readonly or false }
+  if kind == "bind" then
+    check.string(WHERE, label .. ".source", m.source)
+    local st = sys.stat(m.source)
+    if not st then fail(string.format("%s: source %s does not exist", label, m.source)) end
+    out.source, out.file = m.source, st.type ~= "dir"
+  elseif kind == "tmpfs" then
+    if m.target:match("^/+$") then fail(label .. ": a tmpfs on / would hide the rootfs (use readonly_rootfs, or limits.disk for a writable layer)") end
+    if m.size ~= nil then out.size = check.size(WHERE, label .. ".size", m.size) end
+    if m.mode ~= nil then
+      if type(m.mode) == "string" and m.mode:match("^[0-7]+$") then
+        out.mode = m.mode
+      else
+        out.mode = string.format("%o", check.integer(WHERE, label .. ".mode", m.mode, 0, tonumber("7777", 8)))
+      end
+    end
+  end
+  if m.options ~= nil then out.options = check.string(WHERE, label .. ".options", m.options) end
+  return out
+end
+
+-- The environment: moonbox's defaults, then the image's Env, then the spec's own, each
+-- overriding the one before.
+local function merge_env(spec_env, image_env, defaults)
+  local env = {}
+  for k, v in pairs(defaults) do env[k] = v end
+  for _, kv in ipairs(image_env or {}) do
+    local k, v = tostring(kv):match("^([^=]+)=(.*)$")
+    if k then env[k] = v end
+  end
+  for k, v in pairs(spec_env) do env[k] = v end
+  return env
+end
+
+--- Checks and normalizes a spec. Returns the normalized container description.
+function spec.check(s)
+  if type(s) ~= "table" then check.fail(WHERE, "a table expected, got " .. type(s)) end
+  for k in pairs(s) do
+    if not SPEC_KEYS[k] then fail("unknown field '" .. tostring(k) .. "' (known: " .. table.concat(sorted_keys(SPEC_KEYS), ", ") .. ")") end
+  end
+  -- An image fills what the spec leaves out, as docker does: command, env, cwd, user.
+  local img, image_config
+  if s.image ~= nil then
+    if s.rootfs ~= nil then fail("give rootfs or image, not both") end
+    check.string(WHERE, "image", s.image)
+    local image = require "moonbox.image"
+    local resolved, err = image.resolve(s.image)
+    if not resolved then fail(err) end
+    img, image_config = resolved, resolved.config.config or {}
+  else
+    if s.rootfs == nil then fail("rootfs is required (a folder holding the container's files), or an image") end
+    check.string(WHERE, "rootfs", s.rootfs)
+    local st = sys.stat(s.rootfs)
+    if not st or st.type ~= "dir" then fail("rootfs " .. s.rootfs .. " is not a folder") end
+  end
+  local command = s.command
+  if command == nil and image_config then
+    command = {}
+    for _, a in ipairs(image_config.Entrypoint or {}) do command[#command + 1] = a end
+    for _, a in ipairs(image_config.Cmd or {}) do command[#command + 1] = a end
+    if #command == 0 then command = nil end
+  end
+  if command == nil then fail("command is required (a list like {\"/bin/sh\", \"-c\", \"...\"})") end
+  check.strings(WHERE, "command", command)
+
+  local c = { rootfs = s.rootfs, command = command, image = img, hostname = s.hostname }
+  if s.name ~= nil then c.name = check.name(WHERE, "name", s.name) end
+  if c.hostname ~= nil then
+    check.string(WHERE, "hostname", c.hostname)
+    if #c.hostname > 64 then fail("hostname must be at most 64 characters") end
+  end
+  local cwd = s.cwd or (image_config and image_config.WorkingDir ~= "" and image_config.WorkingDir) or nil
+  c.cwd = cwd and check.absolute(WHERE, "cwd", cwd) or "/"
+  -- An image's WorkingDir is made when missing, as runc and docker do; a spec's cwd must exist.
+  c.make_cwd = s.cwd == nil and cwd ~= nil
+  c.user = spec.parse_user(s.user or (image_config and image_config.User ~= "" and image_config.User) or nil)
+  for _, k in ipairs({ "readonly_rootfs", "tty", "init", "chroot", "kill_on_output_limit" }) do
+    if s[k] ~= nil then check.boolean(WHERE, k, s[k]) end
+    c[k] = s[k] or false
+  end
+  if s.timeout ~= nil then c.timeout = check.seconds(WHERE, "timeout", s.timeout) end
+  if s.cpu_time ~= nil then c.cpu_time = check.seconds(WHERE, "cpu_time", s.cpu_time) end
+  if s.setup ~= nil and type(s.setup) ~= "function" then fail("setup must be a function(sys)") end
+  c.setup = s.setup
+  c.capture_limit = s.capture_limit ~= nil and check.size(WHERE, "capture_limit", s.capture_limit) or spec.defaults.capture_limit
+  c.masked_paths = s.masked_paths ~= nil and check.strings(WHERE, "masked_paths", s.masked_paths) or spec.defaults.masked_paths
+  c.readonly_paths = s.readonly_paths ~= nil and check.strings(WHERE, "readonly_paths", s.readonly_paths) or spec.defaults.readonly_paths
+  if s.mount_namespace ~= nil then c.mount_namespace = check.string(WHERE, "mount_namespace", s.mount_namespace) end
+
+  -- network and namespaces
+  c.network = s.network or "none"
+  if c.network ~= "none" and c.network ~= "host" then fail("network must be \"none\" or \"host\", got " .. check.show(c.network)) end
+  if s.namespaces ~= nil then check.strings(WHERE, "namespaces", s.namespaces) end
+  c.namespaces = {}
+  for _, n in ipairs(s.namespaces or spec.defaults.namespaces) do
+    if not NAMESPACES[n] then fail("unknown namespace '" .. n .. "' (mount, uts, ipc, pid, net, user, cgroup)") end
+    if not (n == "net" and c.network == "host") then c.namespaces[n] = true end
+  end
+  if c.network == "none" and not s.namespaces then c.namespaces.net = true end
+  if not c.namespaces.mount then fail("the mount namespace is required (the rootfs is mounted in it)") end
+  if sys.geteuid() ~= 0 then c.namespaces.user = true end  -- rootless: the user is root in a user namespace
+  if s.id_map ~= nil then
+    if not c.namespaces.user then fail("id_map needs a user namespace (namespaces = {..., \"user\"})") end
+    if type(s.id_map) ~= "table" or #s.id_map == 0 then fail("id_map must be a list of {inside, outside, count}") end
+    for i, m in ipairs(s.id_map) do
+      if type(m) ~= "table" or #m ~= 3 then fail(string.format("id_map[%d] must be {inside, outside, count}", i)) end
+      for j = 1, 3 do check.integer(WHERE, string.format("id_map[%d][%d]", i, j), m[j], j == 3 and 1 or 0, 4294967295) end
+    end
+    c.id_map = s.id_map
+  end
+
+  -- env: a map; numbers are written as text, as docker does with them
+  local env = {}
+  if s.env ~= nil then
+    if type(s.env) ~= "table" then fail("env must be a table {NAME = \"value\"}") end
+    for k, v in pairs(s.env) do
+      if math.type(k) == "integer" and type(v) == "string" then
+        k, v = v:match("^([^=]+)=(.*)$")
+        if not k then fail("env entries in list form must be \"NAME=value\", got " .. check.show(s.env[k])) end
+      end
+      if type(k) ~= "string" or k == "" or k:find("[=%z]") then fail("env: bad variable name " .. check.show(k)) end
+      if type(v) == "number" then v = math.tointeger(v) and tostring(math.tointeger(v)) or tostring(v) end
+      if type(v) ~= "string" then fail("env." .. k .. " must be a string or a number, got " .. type(v)) end
+      if v:find("\0", 1, true) then fail("env." .. k .. " contains a NUL byte") end
+      env[k] = v
+    end
+  end
+  c.env = merge_env(env, image_config and image_config.Env, {
+    PATH = sys.default_path,
+    HOSTNAME = c.hostname,
+    TERM = c.tty and (os.getenv("TERM") or "xterm") or nil,
+  })
+  c.env_home_given = env.HOME ~= nil
+
+  -- limits
+  local l = s.limits or {}
+  if type(l) ~= "table" then fail("limits must be a table") end
+  for k in pairs(l) do
+    if not LIMIT_KEYS[k] then fail("limits: unknown limit '" .. tostring(k) .. "' (memory, swap, pids, cpus, cpu_weight, disk)") end
+  end
+  c.limits = {}
+  if l.memory ~= nil then c.limits.memory = check.size(WHERE, "limits.memory", l.memory, true) end
+  if l.swap ~= nil then c.limits.swap = check.size(WHERE, "limits.swap", l.swap, true) end
+  if l.pids ~= nil then c.limits.pids = check.integer(WHERE, "limits.pids", l.pids, 1, 4194304) end
+  if l.cpus ~= nil then c.limits.cpus = check.number(WHERE, "limits.cpus", l.cpus, 0, 4096, true) end
+  if l.cpu_weight ~= nil then c.limits.cpu_weight = check.integer(WHERE, "limits.cpu_weight", l.cpu_weight, 1, 10000) end
+  if l.disk ~= nil then
+    c.limits.disk = check.size(WHERE, "limits.disk", l.disk)
+    if c.limits.disk < 1 << 20 then fail("limits.disk must be at least 1M") end
+    if c.readonly_rootfs then fail("limits.disk limits what the container writes to its rootfs; readonly_rootfs leaves nothing to write") end
+    if sys.geteuid() ~= 0 then fail("limits.disk needs root (it mounts a loop device)") end
+  end
+
+  -- mounts
+  c.mounts = {}
+  if s.mounts ~= nil then
+    if type(s.mounts) ~= "table" then fail("mounts must be a list") end
+    for i, m in ipairs(s.mounts) do c.mounts[i] = normalize_mount(m, i) end
+  end
+
+  -- security: docker's capabilities and seccomp profile, and no_new_privs, unless the spec says otherwise
+  for _, k in ipairs({ "cap_add", "cap_drop" }) do
+    if s[k] ~= nil and type(s[k]) ~= "table" then fail(k .. " must be a list of capability names") end
+  end
+  local okc, caps = pcall(security.capabilities, s.cap_add, s.cap_drop)
+  if not okc then fail((tostring(caps):gsub("^.-: ", ""))) end
+  c.capabilities = caps
+  if s.seccomp == false then
+    c.seccomp = false
+  elseif s.seccomp == nil or s.seccomp == true then
+    c.seccomp = security.default_seccomp(caps)
+  else
+    local oks, profile = pcall(security.resolve_seccomp, s.seccomp, caps)
+    if not oks then fail(tostring(profile)) end
+    c.seccomp = profile
+  end
+  if s.no_new_privileges ~= nil then check.boolean(WHERE, "no_new_privileges", s.no_new_privileges) end
+  c.no_new_privileges = s.no_new_privileges ~= false
+  c.rlimits = {}
+  if c.cpu_time then
+    -- A backstop per process; the group's total is watched by the parent.
+    c.rlimits[1] = { "cpu", math.ceil(c.cpu_time) + 1, math.ceil(c.cpu_time) + 2 }
+  end
+  if s.rlimits ~= nil then
+    if type(s.rlimits) ~= "table" then fail("rlimits must be a table {nofile = 64, ...}") end
+    for k, v in pairs(s.rlimits) do
+      if type(k) ~= "string" then fail("rlimits keys must be resource names") end
+      local soft, hard = v, v
+      if type(v) == "table" then soft, hard = v[1], v[2] or v[1] end
+      for _, x in ipairs({ soft, hard }) do
+        if x ~= "unlimited" then check.integer(WHERE, "rlimits." .. k, x, 0) end
+      end
+      c.rlimits[#c.rlimits + 1] = { k, soft == "unlimited" and soft or math.tointeger(soft), hard == "unlimited" and hard or math.tointeger(hard) }
+    end
+    table.sort(c.rlimits, function(a, b) return a[1] < b[1] end)
+  end
+
+  -- stdio
+  c.stdin = s.stdin or (c.tty and "inherit" or "null")
+  if type(c.stdin) ~= "string" then fail("stdin must be a string, \"inherit\" or \"null\"") end
+  for _, k in ipairs({ "stdout", "stderr" }) do
+    local v = s[k] or "inherit"
+    if type(v) ~= "string" then fail(k .. " must be \"inherit\", \"capture\", \"null\" or a file path") end
+    if v ~= "inherit" and v ~= "capture" and v ~= "null" and v:sub(1, 1) ~= "/" then
+      fail(k .. " must be \"inherit\", \"capture\", \"null\" or an absolute file path, got " .. v)
+    end
+    c[k] = v
+  end
+  return c
+end
+
+return spec
