@@ -95,6 +95,13 @@ int mb_close_range(unsigned first, unsigned last, int flags) {
     return (int)syscall(SYS_close_range, first, last, flags);
 }
 
+long mb_copy_file_range(int src, long long *in_off, int dst, size_t len) {
+    loff_t off = (loff_t)*in_off;
+    ssize_t n = copy_file_range(src, &off, dst, NULL, len, 0);
+    if (n > 0) *in_off = (long long)off;
+    return (long)n;
+}
+
 int mb_ioctl_int(int fd, unsigned long request, int arg) { return ioctl(fd, request, arg); }
 int mb_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 int mb_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }

@@ -139,6 +139,94 @@ describe("isolate's meta format", function()
   end)
 end)
 
+describe("the sandbox's rootfs", function()
+  before_each(function() needs_root() setup() end)
+
+  it("never writes into the rootfs, so a read-only (immutable) one works", function()
+    local dir = base.path .. "/pristine"
+    rootfs.busybox(dir)
+    for _, d in ipairs({ "tmp", "proc", "sys", "dev" }) do sys.remove_tree(dir .. "/" .. d) end
+    local before = table.concat(sys.listdir(dir), " ")
+    local chattr = process.run({ "chattr", "+i", dir })
+    finally(function() process.run({ "chattr", "-i", dir }) end)
+    local v = sandbox.run({ rootfs = dir, command = { "/bin/sh", "-c", "ls -d /box /output /tmp /proc; echo hi > /box/f; cat /box/f" },
+      inputs = { base.path .. "/pristine/etc/passwd:/input/passwd" } })
+    expect(v.status).to_be("OK")
+    expect(v.stdout).to_be("/box\n/output\n/proc\n/tmp\nhi\n")
+    process.run({ "chattr", "-i", dir })
+    expect(table.concat(sys.listdir(dir), " ")).to_be(before)
+    expect(sys.lstat(dir .. "/input")).to_be_nil()
+    if chattr.code ~= 0 then skip("chattr is not available: the rootfs was checked unchanged, not immutable") end
+  end)
+
+  it("reaches a rootfs below a folder only root may enter, and takes a relative --rootfs", function()
+    local hidden = base.path .. "/hidden"
+    assert(sys.mkdir(hidden, tonumber("700", 8)))
+    rootfs.busybox(hidden .. "/rootfs")
+    expect(sandbox.run({ rootfs = hidden .. "/rootfs", command = { "/bin/sh", "-c", "id -u" } }).stdout).to_be("1000\n")
+    local r = process.run({ moonbox, "sandbox", "--rootfs", "rootfs", "--", "/bin/echo", "relative" }, { cwd = hidden })
+    expect(r.code).to_be(0)
+    expect(r.stdout).to_be("relative\n")
+  end)
+
+  it("cannot be sent onto the host by a symlinked mount point", function()
+    local dir = base.path .. "/evil-box"
+    rootfs.busybox(dir)
+    local host = base.path .. "/host-side"
+    assert(sys.mkdir(host))
+    assert(sys.symlink(host, dir .. "/box"))
+    assert(sys.symlink(host, dir .. "/output"))
+    -- The links are followed inside the root (where /tmp then covers them): the job may fail,
+    -- but the host folder stays empty.
+    sandbox.run({ rootfs = dir, cwd = "/", command = { "/bin/sh", "-c", "echo x > /box/f; echo y > /output/g" } })
+    expect(sys.listdir(host)).to_equal({})
+  end)
+end)
+
+describe("kept boxes", function()
+  before_each(function() needs_root() setup() end)
+
+  it("runs several jobs at once in one box, each with its own /tmp and /output", function()
+    local box <close> = sandbox.open({ rootfs = root, time = 5, wall_time = 10 })
+    expect(box:run({ "/bin/sh", "-c", "echo shared > /box/s" }).status).to_be("OK")
+    local out = base.path .. "/async-out"
+    local runs = {}
+    for i = 1, 3 do
+      runs[i] = box:start({ "/bin/sh", "-c", "sleep 0.3; cat /box/s; echo " .. i .. " > /tmp/t; cat /tmp/t; echo " .. i .. " > /output/o" },
+        { output = out .. i })
+    end
+    local t0 = sys.clock_gettime()
+    for i = 1, 3 do
+      local v = runs[i]:wait()
+      expect(v.status).to_be("OK")
+      expect(v.stdout).to_be("shared\n" .. i .. "\n")
+      expect(fs.read(out .. i .. "/o")).to_be(i .. "\n")
+    end
+    expect(sys.clock_gettime() - t0).to_be_at_most(0.9 * 3)  -- they ran together, not one by one
+  end)
+
+  it("keeps boxes for the command line: --init, --run, --cleanup, ids taken once", function()
+    local id = tostring(900000 + sys.getpid() % 1000)
+    local r = process.run({ moonbox, "sandbox", "--init", "--box-id", id, "--rootfs", root })
+    expect(r.code).to_be(0)
+    local path = r.stdout:match("^(%S+)\n$")
+    expect(path).to_match("^/proc/%d+/root/")
+    finally(function() process.run({ moonbox, "sandbox", "--cleanup", "--box-id", id }) end)
+    fs.write(path .. "/box/prog.sh", "echo from the box; echo $1\n")
+    r = process.run({ moonbox, "sandbox", "--run", "--box-id", id, "--", "/bin/sh", "/box/prog.sh", "one" })
+    expect(r.code).to_be(0)
+    expect(r.stdout).to_be("from the box\none\n")
+    r = process.run({ moonbox, "sandbox", "--init", "--box-id", id, "--rootfs", root })
+    expect(r.code).to_be(2)
+    expect(r.stderr).to_match("box box%-" .. id .. " exists already")
+    r = process.run({ moonbox, "sandbox", "--cleanup", "--box-id", id })
+    expect(r.code).to_be(0)
+    r = process.run({ moonbox, "sandbox", "--run", "--box-id", id, "--", "/bin/true" })
+    expect(r.code).to_be(2)
+    expect(r.stderr).to_match("no box box%-" .. id)
+  end)
+end)
+
 describe("moonbox sandbox", function()
   before_each(function() needs_root() setup() end)
 
@@ -160,14 +248,33 @@ describe("moonbox sandbox", function()
     r = process.run({ moonbox, "sandbox", "--bogus" })
     expect(r.code).to_be(2)
   end)
+
+  it("makes --out, refuses an unwritable --meta before the job runs, and reports one memory figure", function()
+    local dir <close> = fs.tempdir("sandbox-cli-")
+    local out = dir.path .. "/not/yet/there"
+    local r = process.run({ moonbox, "sandbox", "--rootfs", root, "--out", out, "--", "/bin/sh", "-c", "echo made > /output/f" })
+    expect(r.code).to_be(0)
+    expect(fs.read(out .. "/f")).to_be("made\n")
+    local marker = dir.path .. "/ran"
+    r = process.run({ moonbox, "sandbox", "--rootfs", root, "--dir", dir.path .. ":/d", "--meta", "/proc/nope/meta", "--",
+      "/bin/sh", "-c", "touch /d/ran" })
+    expect(r.code).to_be(2)
+    expect(r.stderr).to_match("^moonbox sandbox: cannot write /proc/nope/meta")
+    expect(r.stderr).not_to_match("traceback")
+    expect(sys.lstat(marker)).to_be_nil()
+    local meta = dir.path .. "/meta"
+    r = process.run({ moonbox, "sandbox", "--rootfs", root, "--json", "--meta", meta, "--", "/bin/true" })
+    local v = require("moonbox.json").decode(r.stdout)
+    expect(fs.read(meta)).to_match("max%-rss:" .. v.max_rss_kb .. "\n")
+    expect(fs.read(meta)).to_match("cg%-mem:" .. v.max_rss_kb .. "\n")
+    expect(v.max_rss_kb).to_be(v.memory_peak // 1024)
+  end)
 end)
 
 describe("sandbox teardown", function()
   it("leaves no box behind", function()
     if base then base:remove() end
     root = nil
-    local left = {}
-    for _, n in ipairs(sys.listdir("/tmp")) do if n:match("^moonbox%-box%-") then left[#left + 1] = n end end
-    expect(left).to_equal({})
+    expect(sys.listdir(require("moonbox.state").dir() .. "/boxes") or {}).to_equal({})
   end)
 end)

@@ -142,7 +142,8 @@ end
 --- Kills what is left and removes the group's folders (and moonbox's parent once empty),
 -- waiting while the kernel reaps. Returns true, or nil, msg, errno.
 function Group:destroy()
-  return sys.cgroup_destroy(self.paths)
+  -- By name when there is one, so this process knows to make the group again if asked.
+  return sys.cgroup_destroy(self.name or self.paths)
 end
 
 return cgroup

@@ -134,8 +134,9 @@ function cli.parse(command, args, spec)
 end
 
 --- Runs a command's body with moonbox's error rule: one line on stderr, and err.code (or
--- `status`) as the exit status; the traceback only with --debug.
-function cli.main(command, fn, status)
+-- `status`) as the exit status; the traceback only with --debug. A bad input (a moonbox.check
+-- error) exits with `usage_status` when given (the sandbox's 2, say), else with its own code.
+function cli.main(command, fn, status, usage_status)
   local ok, err = xpcall(fn, function(e)
     if cli.debug then
       io.stderr:write(debug.traceback(tostring(e), 2), "\n")
@@ -144,9 +145,10 @@ function cli.main(command, fn, status)
   end)
   if not ok then
     local code = errors.is(err) and math.type(err.code) == "integer" and err.code or status or 1
+    if usage_status and errors.is(err) and err.op == "check" then code = usage_status end
     local message = tostring(errors.is(err) and err.message or err)
     -- A Lua error's "stdlib/...:LINE:" prefix says nothing to a user of the command line.
-    message = message:gsub("^[^%s:]+%.lua:%d+: ", "")
+    message = message:gsub("^[^%s:]+%.lua:%d+: ", ""):gsub("^moonbox " .. command .. ": ", "")
     cli.fail(command, message, code)
   end
 end

@@ -30,9 +30,11 @@ end
 function fs.tmp_base() return os.getenv("TMPDIR") or "/tmp" end
 
 --- A new private folder under `base` (default $TMPDIR or /tmp), owned by its handle and removed
--- however the run ends (SIGINT and SIGTERM included).
+-- however the run ends (SIGINT and SIGTERM included). Its name carries its maker's pid and
+-- start time (process.owned_name), so gc can tell a leftover from one in use.
 function fs.tempdir(prefix, base)
-  local path, err = sys.mkdtemp((base or fs.tmp_base()) .. "/" .. (prefix or "moonbox-"))
+  local name = require("moonbox.process").owned_name((prefix or "moonbox-"):gsub("%-$", ""))
+  local path, err = sys.mkdtemp((base or fs.tmp_base()) .. "/" .. name)
   if not path then errors.raise("fs.tempdir: " .. err, { op = "mkdtemp" }, 2) end
   local d = setmetatable({ path = path, owner = sys.getpid() }, TempDir)
   d.token = cleanup.add(function() d:remove() end, "temporary folder " .. path)

@@ -87,8 +87,8 @@ end
 -- function(rec, entry, options) that removes what rec names and adds to entry.
 gc.collectors = {}
 
--- A temporary name's owner: "-PID-START-" in it, as fs.owned_name makes them (names without
--- one are from no live moonbox).
+-- A temporary name's owner: "-PID-START-" in it, as process.owned_name makes them (names
+-- without one are from no live moonbox).
 local function owner_gone(name)
   local pid, start = name:match("%-(%d+)%-(%d+)%-")
   if not pid then return true end

@@ -11,6 +11,36 @@ local check = require "moonbox.check"
 
 local process = {}
 
+--- The start time of a process (clock ticks since boot), to tell it from a reused pid, and its
+-- state letter (R, S, Z, ...). nil when there is no such process.
+function process.start_time(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  -- Fields after the command name, which may hold spaces and parentheses.
+  local rest = text:match("^.*%) (.*)$")
+  if not rest then return nil end
+  local fields = {}
+  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+  return tonumber(fields[20]), fields[1]
+end
+
+--- True when the process `pid` that started at `start` still runs; a zombie does not.
+function process.alive(pid, start)
+  if math.type(pid) ~= "integer" then return false end
+  local t, letter = process.start_time(pid)
+  return t ~= nil and t == start and letter ~= "Z" and letter ~= "X"
+end
+
+local my_start
+--- "PREFIX-PID-START-": a name that says which process made it, so gc can tell whether its
+-- maker still runs.
+function process.owned_name(prefix)
+  my_start = my_start or process.start_time(sys.getpid())
+  return string.format("%s-%d-%d-", prefix, sys.getpid(), my_start or 0)
+end
+
 --- Kept for callers of the old name: unknown option keys are refused.
 function process.check_options(fname, opts, allowed)
   return check.options(fname, opts, allowed)

@@ -3,19 +3,30 @@
 --
 --   local box <close> = sandbox.open{ rootfs = dir, memory = "256M", time = 2, wall_time = 5 }
 --   local r = box:run({ "/bin/sh", "-c", "cc -o prog prog.c" })   -- a kept box: /box persists
---   local t = box:run({ "./prog" }, { stdin = "1 2\n" })            -- only /tmp is fresh
---   print(t.status, t.time, t.memory_peak)                           -- OK RE SG TO ML OL XX
+--   local t = box:run({ "./prog" }, { stdin = "1 2\n" })            -- only /tmp and /output are fresh
+--   local a, b = box:start({ "./prog" }, {...}), box:start(...)     -- several runs at once
+--   print(a:wait().status, b:wait().status)                          -- OK RE SG TO ML OL XX
 --
 -- The box: a user namespace (root inside is an unprivileged uid outside, and the job runs as
 -- uid 1000 inside), every capability dropped, a read-only rootfs, size-limited tmpfs for /tmp,
--- for the work folder /box and for /output (copied to the host afterwards), inputs read-only, no network, a new session, a minimal environment, death with the parent, seccomp,
--- and strict rlimits in the style of nsjail.
+-- for the work folder /box and for /output (copied to the host afterwards), inputs read-only,
+-- no network, a new session, a minimal environment, death with the parent, seccomp, and strict
+-- rlimits in the style of nsjail.
+--
+-- The user's rootfs is never written: a keeper process, in a mount namespace of its own (never
+-- the host's), lays an overlay over it whose upper is a small tmpfs, and makes the box's mount
+-- points there, as bubblewrap builds its root on a tmpfs. The keeper is real root, so a rootfs
+-- below a folder only root may enter works, and so does a read-only one. The keeper also holds
+-- the /box tmpfs, so it persists across runs.
 local sys = require "moonbox.sys"
+local json = require "moonbox.json"
+local fs = require "moonbox.fs"
+local errors = require "moonbox.errors"
+local check = require "moonbox.check"
+local cleanup = require "moonbox.cleanup"
 local container = require "moonbox.container"
 local process = require "moonbox.process"
-local check = require "moonbox.check"
 local state = require "moonbox.state"
-local json = require "moonbox.json"
 
 local sandbox = {}
 
@@ -29,12 +40,14 @@ sandbox.defaults = {
   stack = "8M", network = false,
 }
 
-local OPTION_KEYS = {
-  rootfs = true, uid = true, memory = true, pids = true, cpus = true, time = true, wall_time = true,
+local BOX_KEYS = {
+  rootfs = true, image = true, uid = true, memory = true, pids = true, cpus = true, time = true, wall_time = true,
   output_limit = true, file_size = true, open_files = true, work_size = true, tmp_size = true, stack = true,
   network = true, inputs = true, output = true, env = true, stdin = true, seccomp = true, cwd = true,
   output_size = true,
 }
+local RUN_KEYS = { stdin = true, time = true, wall_time = true, memory = true, pids = true, output_limit = true,
+  env = true, output = true, cwd = true, cpus = true }
 
 local function option_error(msg) check.fail("sandbox", msg) end
 
@@ -56,6 +69,7 @@ local function normalize(where, o)
   if o.network ~= nil then check.boolean(where, "network", o.network) end
   if o.stdin ~= nil then check.string(where, "stdin", o.stdin, true) end
   if o.cwd ~= nil then check.absolute(where, "cwd", o.cwd) end
+  if o.output ~= nil then check.string(where, "output", o.output) end
   if o.env ~= nil then
     if type(o.env) ~= "table" then check.fail(where, "env must be a table {NAME = \"value\"}") end
     for k, v in pairs(o.env) do check.string(where, "env." .. tostring(k), v, true) end
@@ -68,6 +82,12 @@ local function merge(base, over)
   for k, v in pairs(base) do out[k] = v end
   for k, v in pairs(over or {}) do out[k] = v end
   return out
+end
+
+-- A path made absolute against the working folder (a relative --rootfs is the user's intent).
+local function absolute(p)
+  if p:sub(1, 1) == "/" then return p end
+  return assert(sys.getcwd()) .. "/" .. p
 end
 
 --- "SRC:DST" strings, or {source=, target=}, made absolute mount specs.
@@ -83,26 +103,11 @@ local function normalize_inputs(list)
     if not src or not dst or dst:sub(1, 1) ~= "/" then
       option_error(string.format("inputs[%d] must be \"SRC:DST\" with an absolute DST", i))
     end
-    if not sys.stat(src) then option_error(string.format("inputs[%d]: %s does not exist", i, src)) end
-    out[#out + 1] = { source = src, target = dst }
+    local st = sys.stat(src)
+    if not st then option_error(string.format("inputs[%d]: %s does not exist", i, src)) end
+    out[#out + 1] = { source = absolute(src), target = dst, file = st.type ~= "dir" }
   end
   return out
-end
-
--- Mount points must exist in the rootfs before the job's user namespace starts: made here,
--- from outside, where the rootfs's owner can write.
-local function ensure_mountpoint(rootfs, target, is_file)
-  local path = rootfs .. target
-  if sys.lstat(path) then return end
-  if is_file then
-    assert(sys.mkdir(path:match("^(.*)/[^/]*$")))
-    local f, err = io.open(path, "w")
-    if not f then option_error("cannot make mount point " .. path .. ": " .. err) end
-    f:close()
-  else
-    local ok, msg = sys.mkdir(path)
-    if not ok then option_error("cannot make mount point: " .. msg) end
-  end
 end
 
 -- MARK: verdicts
@@ -112,6 +117,7 @@ function sandbox.verdict(r, setup_error)
   local v = {
     time = r and r.cpu and r.cpu.total or 0, cpu_user = r and r.cpu and r.cpu.user or 0,
     cpu_sys = r and r.cpu and r.cpu.sys or 0, wall = r and r.wall or 0,
+    -- One memory figure, everywhere: the peak of all the job's processes together (its cgroup's).
     memory_peak = r and r.memory_peak, max_rss_kb = r and r.max_rss_kb, pids_peak = r and r.pids_peak,
     oom_killed = r and r.oom_killed or false, exitcode = r and r.code, exitsig = r and r.signal,
     stdout = r and r.stdout or "", stderr = r and r.stderr or "",
@@ -119,7 +125,7 @@ function sandbox.verdict(r, setup_error)
     killed = false,
   }
   if setup_error then
-    if container.is_error(setup_error) and (setup_error.code == 127 or setup_error.code == 126) then
+    if errors.is(setup_error) and (setup_error.code == 127 or setup_error.code == 126) then
       v.status, v.exitcode, v.message = "RE", setup_error.code, tostring(setup_error)
     else
       v.status, v.message = "XX", tostring(setup_error)
@@ -142,17 +148,17 @@ function sandbox.verdict(r, setup_error)
   return v
 end
 
---- The verdict as isolate's meta file: key:value lines (status is left out when OK, as isolate does).
+--- The verdict as isolate's meta file: key:value lines (status is left out when OK, as isolate
+-- does). max-rss and cg-mem are the same figure: the job's cgroup peak, in KiB.
 function sandbox.meta(v)
   local lines = {}
   local function add(k, val) if val ~= nil then lines[#lines + 1] = k .. ":" .. tostring(val) end end
   add("time", string.format("%.3f", v.time))
   add("time-wall", string.format("%.3f", v.wall))
-  -- max-rss is the job's peak from its cgroup: the kernel's own rusage figure would count
-  -- the runtime's memory from before exec.
-  add("max-rss", v.memory_peak and (v.memory_peak // 1024))
+  local kb = v.max_rss_kb or (v.memory_peak and v.memory_peak // 1024)
+  add("max-rss", kb)
   add("cg-enabled", 1)
-  add("cg-mem", v.memory_peak and (v.memory_peak // 1024))
+  add("cg-mem", kb)
   if v.oom_killed then add("cg-oom-killed", 1) end
   if v.exitsig then add("exitsig", v.exitsig) elseif v.exitcode then add("exitcode", v.exitcode) end
   if v.killed then add("killed", 1) end
@@ -163,167 +169,252 @@ function sandbox.meta(v)
   return table.concat(lines, "\n") .. "\n"
 end
 
--- MARK: the box
+-- MARK: the keeper
+
+-- What the keeper makes, in its mount namespace, below the box folder:
+--   box/     a tmpfs (work_size), owned by the job's uid: /box, kept across runs
+--   out/     a tmpfs (output_size): one folder per run, mounted at /output
+--   skel/    a small tmpfs holding the overlay's upper and work folders
+--   root/    the overlay: the rootfs (or an image's layers) below, skel/upper above, with the
+--            box's mount points made in the upper
+local function keeper_body(self, o, lowers, ready_w, hold_r)
+  local dir = self.dir
+  local function step(what, ok, msg)
+    if not ok then error(what .. ": " .. tostring(msg), 0) end
+    return ok
+  end
+  step("unshare", sys.unshare({ "mount" }))
+  step("mount", sys.mount(nil, "/", nil, { "rprivate" }))
+  local uid = self.outside_uid
+  for _, m in ipairs({ { "box", o.work_size, 755, uid }, { "out", o.output_size, 755, 0 }, { "skel", 16 << 20, 755, 0 } }) do
+    step("mkdir", sys.mkdir(dir .. "/" .. m[1], tonumber("700", 8)))
+    step("mount " .. m[1], sys.mount("tmpfs", dir .. "/" .. m[1], "tmpfs", { "nosuid", "nodev" },
+      string.format("size=%d,mode=0%d,uid=%d,gid=%d", m[2], m[3], m[4], m[4])))
+  end
+  step("mkdir", sys.mkdir(dir .. "/skel/upper"))
+  step("mkdir", sys.mkdir(dir .. "/skel/work"))
+  step("mkdir", sys.mkdir(dir .. "/root"))
+  step("overlay", sys.overlay({ lower = lowers, upper = dir .. "/skel/upper", work = dir .. "/skel/work", target = dir .. "/root" }))
+  -- The mount points, made in the upper: the user's rootfs stays as it was.
+  local root = step("open root", sys.open(dir .. "/root", { "path", "directory" }))
+  local points = { { "/box" }, { "/tmp" }, { "/output" }, { "/proc" }, { "/dev" }, { "/sys" } }
+  for _, m in ipairs(self.inputs) do points[#points + 1] = { m.target, m.file } end
+  for _, p in ipairs(points) do
+    local fd = step("mount point " .. p[1], sys.open_in_root(root, p[1], { create = p[2] and "file" or "dir" }))
+    fd:close()
+  end
+  root:close()
+  sys.write(ready_w, "r")
+  ready_w:close()
+  if hold_r then
+    sys.read(hold_r, 1)  -- until the box closes (or its owner dies)
+  else
+    while true do sys.nanosleep(3600) end  -- a box from the command line: until --cleanup
+  end
+end
 
 local Box = { __name = "moonbox.sandbox.box" }
 Box.__index = Box
 Box.__tostring = function(b) return "sandbox(" .. b.id .. (b.closed and ", closed" or "") .. ")" end
-Box.__close = function(b) b:close() end
-Box.__gc = function(b) if not b.closed and b.owner == sys.getpid() then pcall(b.close, b) end end
+Box.__close = function(b) if not b.daemon then b:close() end end
+Box.__gc = function(b) if not b.closed and not b.daemon and b.owner == sys.getpid() then pcall(b.close, b) end end
 
 local counter = 0
 
---- Opens a box: its work folder lives in a tmpfs held by a keeper process in a mount
--- namespace of its own, so it persists across runs and never shows on the host.
-function sandbox.open(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("sandbox.open: options table expected", 2) end
-  process.check_options("sandbox.open", opts, OPTION_KEYS)
-  local o = normalize("sandbox.open", merge(sandbox.defaults, opts))
-  if type(o.rootfs) ~= "string" or not (sys.stat(o.rootfs) or {}).type == "dir" then
-    option_error("rootfs must be a folder")
+-- The lower layers of a box: the rootfs folder, or an image's unpacked layers.
+local function box_lowers(o)
+  if o.image then
+    local image = require "moonbox.image"
+    local img, err = image.resolve(o.image)
+    if not img then option_error(err) end
+    return image.lowers(img)
   end
+  if type(o.rootfs) ~= "string" then option_error("rootfs (a folder) or image (a name) is required") end
   local st = sys.stat(o.rootfs)
   if not st or st.type ~= "dir" then option_error("rootfs " .. tostring(o.rootfs) .. " is not a folder") end
-  -- The box's root is an unprivileged uid on the host: every folder above the rootfs must let it through.
-  local path = ""
-  for part in o.rootfs:gmatch("[^/]+") do
-    path = path .. "/" .. part
-    local pst = sys.stat(path)
-    if pst and pst.mode & 1 == 0 then
-      option_error(string.format("rootfs %s is out of the box's reach: %s has mode %o (others need x)", o.rootfs, path, pst.mode))
-    end
-  end
-  if math.type(o.uid) ~= "integer" or o.uid < 0 or o.uid >= sandbox.uid_count then
-    option_error("uid must be an integer below " .. sandbox.uid_count)
-  end
+  return { absolute(o.rootfs) }
+end
+
+--- Opens a box. opts are the box's options (and the defaults of its runs); opts.id names a box
+-- made for the command line (its keeper outlives this process: daemon = true).
+function sandbox.open(opts, daemon_id)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("sandbox.open: options table expected", 2) end
+  check.options("sandbox.open", opts, BOX_KEYS)
+  local o = normalize("sandbox.open", merge(sandbox.defaults, opts))
+  if o.rootfs and o.image then option_error("give rootfs or image, not both") end
+  local lowers = box_lowers(o)
   counter = counter + 1
-  local self = setmetatable({ id = string.format("box-%d-%d", sys.getpid(), counter), options = o,
-    owner = sys.getpid(), runs = 0 }, Box)
+  local id = daemon_id or string.format("box-%d-%d", sys.getpid(), counter)
+  local self = setmetatable({ id = id, options = o, owner = sys.getpid(), runs = 0, daemon = daemon_id ~= nil }, Box)
   self.outside_uid = sandbox.uid_base + o.uid
   self.inputs = normalize_inputs(o.inputs)
-  -- The folder the keeper mounts its tmpfs on; on the host it stays an empty folder.
-  self.dir = assert(sys.mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/moonbox-" .. self.id .. "-"))
-  assert(sys.chmod(self.dir, tonumber("755", 8)))  -- the job's user namespace reaches its mounts through it
-  assert(sys.mkdir(self.dir .. "/work"))
-  assert(sys.mkdir(self.dir .. "/out"))
-  self.record = state.new(self.id, { dirs = { self.dir } })
+  self.dir = state.ensure("boxes") .. "/" .. id
+  local record = state.new(id, { dirs = { self.dir }, box = { options = opts, lowers = lowers } }, "box")
+  if not record then errors.raise("sandbox: box " .. id .. " exists already (moonbox sandbox --cleanup removes it)", { code = 2 }, 2) end
+  self.record = record
+  self.token = cleanup.add(function() self:close() end, "sandbox " .. id)
   local ok, err = pcall(function()
-    for _, t in ipairs({ "/box", "/tmp", "/output", "/proc", "/dev", "/sys" }) do ensure_mountpoint(o.rootfs, t) end
-    for _, m in ipairs(self.inputs) do
-      ensure_mountpoint(o.rootfs, m.target, (sys.stat(m.source) or {}).type ~= "dir")
-    end
+    errors.check({ op = "mkdir" }, sys.mkdir(self.dir, tonumber("700", 8)))
     local ready_r, ready_w = assert(sys.pipe())
-    local hold_r, hold_w = assert(sys.pipe())
+    local hold_r, hold_w
+    if not self.daemon then hold_r, hold_w = assert(sys.pipe()) end
     local pid = assert(sys.fork())
     if pid == 0 then
-      ready_r:close()
-      hold_w:close()
-      sys.prctl("set_pdeathsig", "KILL")
-      local function fail(msg) sys.write(ready_w, msg) sys._exit(1) end
-      local okm, msg = sys.unshare({ "mount" })
-      if not okm then fail(msg) end
-      okm, msg = sys.mount(nil, "/", nil, { "rprivate" })
-      if not okm then fail(msg) end
-      -- /box and /output: tmpfs of their own, so no job can fill the host's disk.
-      for _, part in ipairs({ { "work", o.work_size }, { "out", o.output_size } }) do
-        local path = self.dir .. "/" .. part[1]
-        okm, msg = sys.mount("tmpfs", path, "tmpfs", { "nosuid", "nodev" },
-          string.format("size=%d,mode=0755,uid=%d,gid=%d", part[2], self.outside_uid, self.outside_uid))
-        if not okm then fail(msg) end
-      end
-      sys.write(ready_w, "r")
-      ready_w:close()
-      sys.read(hold_r, 1)  -- until the box closes
-      sys._exit(0)
+      process.child(function()
+        ready_r:close()
+        if hold_w then hold_w:close() end
+        if self.daemon then
+          -- A box of the command line outlives the command: its keeper lets go of the caller's
+          -- terminal and pipes (a `$(moonbox sandbox --init ...)` would wait on them forever).
+          sys.setsid()
+          local null = assert(sys.open("/dev/null", "rdwr"))
+          for fd = 0, 2 do sys.dup2(null, fd) end
+          null:close()
+        else
+          sys.prctl("set_pdeathsig", "KILL")
+        end
+        sys.prctl("set_name", "moonbox-keeper")
+        keeper_body(self, o, lowers, ready_w, hold_r)
+      end, function(e) sys.write(ready_w, tostring(e)) end, 1)
     end
     ready_w:close()
-    hold_r:close()
+    if hold_r then hold_r:close() end
     local answer = process.read_all(ready_r, 4096)
     ready_r:close()
-    if answer ~= "r" then
-      hold_w:close()
-      sys.wait(pid)
-      error("sandbox: cannot prepare the work folder: " .. answer, 0)
-    end
     self.keeper, self.hold = pid, hold_w
+    if answer ~= "r" then errors.raise("sandbox: cannot prepare the box: " .. answer, { code = 2 }, 0) end
+    -- Records name the keeper: for a box of the command line, it outlives us.
+    record:update({ keeper = pid, keeper_start = (process.start_time(pid)) })
+    if self.daemon then
+      record:update({ owner = pid, owner_start = (process.start_time(pid)) })
+      cleanup.remove(self.token)  -- it stays until --cleanup
+    end
   end)
   if not ok then
-    self:close()
+    self.daemon = false  -- a box that never became one goes
+    pcall(self.close, self)
     error(err, 2)
   end
   return self
 end
 
---- Runs argv in the box and returns its verdict. Only /tmp (and the output folder, if
--- given) start fresh; /box keeps what earlier runs left.
--- opts: stdin (string), time, wall_time, memory, pids, output_limit, env, output (host folder), cwd.
-function Box:run(argv, opts)
+--- A box of the command line, by id, as --init made it (its keeper still runs).
+function sandbox.attach(id)
+  local rec = state.find(id)
+  if not rec or rec.kind ~= "box" then errors.raise("sandbox: no box " .. id .. " (moonbox sandbox --init makes one)", { code = 2 }, 0) end
+  if not (rec.keeper and process.alive(rec.keeper, rec.keeper_start)) then
+    errors.raise("sandbox: box " .. id .. " has no keeper any more; moonbox sandbox --cleanup removes it", { code = 2 }, 0)
+  end
+  local o = normalize("sandbox", merge(sandbox.defaults, rec.box.options))
+  local self = setmetatable({ id = id, options = o, owner = sys.getpid(), runs = 0, daemon = true, attached = true,
+    keeper = rec.keeper, dir = rec.dirs[1], outside_uid = sandbox.uid_base + o.uid, record = nil }, Box)
+  self.inputs = normalize_inputs(o.inputs)
+  return self
+end
+
+--- The box's /box folder as seen from the host, through the keeper (root only).
+function Box:path() return "/proc/" .. self.keeper .. "/root" .. self.dir end
+
+-- The keeper's view of a folder of the box.
+local function inside(self, sub) return self:path() .. "/" .. sub end
+
+local Run = { __name = "moonbox.sandbox.run" }
+Run.__index = Run
+Run.__tostring = function(r) return "sandbox-run(" .. r.box.id .. " #" .. r.n .. ")" end
+
+--- Starts argv in the box; returns a run to :wait() on. Several runs may go at once: they share
+-- /box, and each has its own /tmp and /output. A setup failure gives the run a verdict (XX, or
+-- RE when the program cannot be executed) instead of raising.
+-- opts: stdin (string), time, wall_time, memory, pids, cpus, output_limit, env, output (host folder), cwd.
+function Box:start(argv, opts)
   if self.closed then error("sandbox: box " .. self.id .. " is closed", 2) end
-  if type(argv) ~= "table" or type(argv[1]) ~= "string" then error("sandbox: argv must be a list of strings", 2) end
-  opts = opts or {}
-  process.check_options("box:run", opts, { stdin = true, time = true, wall_time = true, memory = true, pids = true,
-    output_limit = true, env = true, output = true, cwd = true, cpus = true })
-  local o = merge(self.options, normalize("box:run", opts))
+  check.strings("box:run", "argv", argv)
+  check.options("box:run", opts or {}, RUN_KEYS)
+  local o = merge(self.options, normalize("box:run", opts or {}))
+  self.runs = self.runs + 1
+  local run = setmetatable({ box = self, n = self.runs, o = o }, Run)
   local env = { PATH = "/usr/local/bin:/usr/bin:/bin", HOME = "/box", LANG = "C.UTF-8" }
   for k, v in pairs(o.env or {}) do env[k] = v end
-  -- The keeper's tmpfs, seen from the host through its root; /output starts empty each run.
-  local out_inside = "/proc/" .. self.keeper .. "/root" .. self.dir .. "/out"
-  for _, name in ipairs(sys.listdir(out_inside) or {}) do assert(sys.remove_tree(out_inside .. "/" .. name)) end
+  -- This run's /output: a fresh folder in the keeper's output tmpfs.
+  run.out = string.format("out/%d-%d", sys.getpid(), run.n)
+  local ok, err = pcall(function()
+    errors.check({ op = "mkdir" }, sys.mkdir(inside(self, run.out), tonumber("755", 8)))
+    errors.check({ op = "chown" }, sys.chown(inside(self, run.out), self.outside_uid, self.outside_uid))
+  end)
+  if not ok then run.setup_error = err return run end
   local mounts = {
-    { type = "bind", source = self.dir .. "/work", target = "/box" },
-    { type = "bind", source = self.dir .. "/out", target = "/output" },
+    { type = "bind", source = self.dir .. "/box", target = "/box" },
+    { type = "bind", source = self.dir .. "/" .. run.out, target = "/output" },
     { type = "tmpfs", target = "/tmp", size = o.tmp_size, mode = "1777" },
     { type = "tmpfs", target = "/dev/shm", size = o.tmp_size, mode = "1777" },
   }
   for _, m in ipairs(self.inputs) do mounts[#mounts + 1] = { type = "bind", source = m.source, target = m.target, readonly = true } end
-  if o.output then
-    local st = sys.stat(o.output)
-    if not st or st.type ~= "dir" then error("sandbox: output " .. tostring(o.output) .. " is not a folder", 2) end
-  end
   local namespaces = { "mount", "uts", "ipc", "pid", "user", "cgroup" }
   if not o.network then namespaces[#namespaces + 1] = "net" end
   local spec = {
-    rootfs = o.rootfs, command = argv, user = o.uid, cwd = o.cwd or "/box", env = env, hostname = "sandbox",
+    rootfs = self.dir .. "/root", command = argv, user = o.uid, cwd = o.cwd or "/box", env = env, hostname = "sandbox",
     namespaces = namespaces, network = o.network and "host" or "none",
     id_map = { { 0, sandbox.uid_base, sandbox.uid_count } }, mount_namespace = "/proc/" .. self.keeper .. "/ns/mnt",
     readonly_rootfs = true, cap_drop = { "ALL" }, seccomp = o.seccomp,
     mounts = mounts, limits = { memory = o.memory, pids = o.pids, cpus = o.cpus },
     timeout = o.wall_time, cpu_time = o.time, capture_limit = o.output_limit, kill_on_output_limit = true,
     stdin = o.stdin or "", stdout = "capture", stderr = "capture",
-    rlimits = {
-      fsize = o.file_size, nofile = o.open_files, core = 0,
-      stack = o.stack, memlock = 65536, msgqueue = 0,
-    },
+    rlimits = { fsize = o.file_size, nofile = o.open_files, core = 0, stack = o.stack, memlock = 65536, msgqueue = 0 },
   }
-  self.runs = self.runs + 1
-  local ok, result = pcall(container.run, spec)
-  local v = sandbox.verdict(ok and result or nil, not ok and result or nil)
-  if o.output then v.output_files = sandbox.copy_out(out_inside, o.output) end
+  ok, err = pcall(function()
+    run.c = container.new(spec)
+    run.c:start()
+  end)
+  if not ok then
+    run.setup_error = err
+    if run.c then pcall(run.c.remove, run.c) run.c = nil end
+  end
+  return run
+end
+
+--- Waits for the run to end; returns its verdict. The run's /output is copied to opts.output.
+function Run:wait()
+  if self.verdict then return self.verdict end
+  local result
+  if self.c then
+    local ok, r = pcall(self.c.wait, self.c)
+    pcall(self.c.remove, self.c)
+    if ok then result = r else self.setup_error = r end
+  end
+  local v = sandbox.verdict(result, self.setup_error)
+  local out = inside(self.box, self.out)
+  if self.o.output and sys.lstat(out) then
+    local okc, files = pcall(sandbox.copy_out, out, self.o.output)
+    if okc then v.output_files = files else v.status, v.message = "XX", "copying /output: " .. tostring(files) end
+  end
+  sys.remove_tree(out)
+  self.verdict = v
   return v
 end
 
---- Copies what a job left in its output folder to `to` on the host: regular files and
--- folders only (no links, no devices), without set-id bits. Returns the paths copied.
+--- Runs argv in the box and returns its verdict (start, then wait).
+function Box:run(argv, opts)
+  if self.closed then error("sandbox: box " .. self.id .. " is closed", 2) end
+  return self:start(argv, opts):wait()
+end
+
+--- Copies what a job left in its output folder to `to` on the host: regular files and folders
+-- only (no links, no devices), without set-id bits. Returns the paths copied.
 function sandbox.copy_out(from, to)
   local copied = {}
+  errors.check({ op = "mkdir" }, sys.mkdir(to))
   local function walk(src, dst, rel)
     for _, name in ipairs(sys.listdir(src) or {}) do
       local s_path, d_path = src .. "/" .. name, dst .. "/" .. name
       local st = sys.lstat(s_path)
       if st and st.type == "dir" then
-        assert(sys.mkdir(d_path))
+        errors.check({ op = "mkdir" }, sys.mkdir(d_path))
         walk(s_path, d_path, rel .. name .. "/")
       elseif st and st.type == "file" then
         local fd = sys.open(s_path, { "rdonly", "nofollow" })
         if fd then
-          local out = assert(io.open(d_path, "wb"))
-          while true do
-            local chunk = sys.read(fd, 1 << 16)
-            if not chunk or chunk == "" then break end
-            out:write(chunk)
-          end
-          out:close()
+          errors.check({ op = "copy" }, sys.copy_file_range(fd, d_path))
           fd:close()
           sys.chmod(d_path, st.mode & tonumber("0777", 8))
           copied[#copied + 1] = rel .. name
@@ -335,136 +426,158 @@ function sandbox.copy_out(from, to)
   return copied
 end
 
---- Ends the box: the keeper goes, and with it the work folder's tmpfs.
+--- Ends the box: the keeper goes, and with it the box's tmpfs.
 function Box:close()
-  if self.closed or self.owner ~= sys.getpid() then return end
+  if self.closed or self.owner ~= sys.getpid() or self.attached then return end
   self.closed = true
+  cleanup.remove(self.token)
   if self.hold then self.hold:close() end
   if self.keeper then
     sys.kill(self.keeper, "KILL")
     sys.wait(self.keeper)
   end
-  -- With the keeper gone its tmpfs are gone too: only empty folders remain.
+  sandbox.remove_box(self.id, self.dir)
+end
+
+--- Removes a box's folder and record once its keeper is gone (the tmpfs went with it).
+function sandbox.remove_box(id, dir)
   local ok, err = true, nil
-  if self.dir then ok, err = sys.remove_tree(self.dir) end
-  if ok and self.record then self.record:remove() end
-  if not ok then error("sandbox: closing " .. self.id .. ": " .. tostring(err), 2) end
+  if dir and sys.lstat(dir) then ok, err = sys.remove_tree(dir) end
+  if ok then
+    local rec = state.find(id)
+    if rec then sys.unlink(rec.path) end
+  else
+    errors.raise("sandbox: closing " .. id .. ": " .. tostring(err), { code = 2 }, 0)
+  end
 end
 
 --- One job in a fresh box: open, run, close.
 function sandbox.run(opts)
   if type(opts) ~= "table" then error("sandbox.run: options table expected", 2) end
-  local command = opts.command
-  if type(command) ~= "table" or type(command[1]) ~= "string" then
-    error("sandbox.run: command must be a list of strings", 2)
+  check.strings("sandbox.run", "command", opts.command)
+  local box_opts, run_opts = {}, {}
+  for k, v in pairs(opts) do
+    if k == "stdin" or k == "output" then run_opts[k] = v elseif k ~= "command" then box_opts[k] = v end
   end
-  local box_opts = {}
-  for k, v in pairs(opts) do if k ~= "command" then box_opts[k] = v end end
-  local stdin, output = box_opts.stdin, box_opts.output
-  box_opts.stdin, box_opts.output = nil, nil
   local box <close> = sandbox.open(box_opts)
-  return box:run(command, { stdin = stdin, output = output })
+  return box:run(opts.command, run_opts)
 end
 
 -- MARK: the command line
 
-sandbox.usage = [[
-usage: moonbox sandbox --rootfs DIR [options] -- CMD [ARG...]
+sandbox.cli_spec = {
+  usage = "moonbox sandbox (--rootfs DIR | --image NAME) [options] -- CMD [ARG...]\n"
+    .. "       moonbox sandbox --init --box-id N (--rootfs DIR | --image NAME) [options]   prints the box's folder\n"
+    .. "       moonbox sandbox --run --box-id N [run options] -- CMD [ARG...]\n"
+    .. "       moonbox sandbox --cleanup --box-id N",
+  about = "Runs one untrusted job in a strict box, with isolate-style verdicts, or keeps a box for many jobs.",
+  footer = "Exit status: 0 when the verdict is OK, 1 for RE, SG, TO, ML and OL, 2 for XX and for bad arguments.",
+  command = true,
+  options = {
+    { "--rootfs", kind = "string", metavar = "DIR", help = "the root filesystem (never written; it may be read-only)" },
+    { "--image", kind = "string", metavar = "NAME", help = "an image from the store, instead of a folder" },
+    { "--time", kind = "seconds", help = "CPU-time limit, all processes together (default 10)" },
+    { "--wall-time", kind = "seconds", help = "wall-clock limit (default 30)" },
+    { "--mem", kind = "size", aliases = { "--memory" }, key = "memory", help = "memory limit (default 256M)" },
+    { "--pids", kind = "integer", min = 1, max = 4194304, help = "process limit (default 64)" },
+    { "--cpus", kind = "number", min = 0.001, max = 4096, help = "CPU share (default 1)" },
+    { "--output-limit", kind = "size", help = "stdout and stderr are cut here, and the job is stopped (OL)" },
+    { "--fsize", kind = "size", key = "file_size", help = "largest file the job may write (default 64M)" },
+    { "--open-files", kind = "integer", min = 3, max = 1048576, help = "open-files limit (default 64)" },
+    { "--dir", kind = "list", metavar = "SRC:DST", help = "bind SRC read-only at DST" },
+    { "--out", kind = "string", metavar = "DIR", help = "what the job writes to /output is copied here (made if missing)" },
+    { "--env", kind = "pairs", help = "environment variable (the environment is minimal otherwise)" },
+    { "--uid", kind = "integer", min = 0, max = 65535, help = "the job's uid inside (default 1000)" },
+    { "--share-net", kind = "flag", help = "keep the host network (off by default)" },
+    { "--stdin", kind = "string", metavar = "FILE", help = "the job's standard input (default empty)" },
+    { "--stdout", kind = "string", metavar = "FILE", help = "where the captured stdout goes (default: printed)" },
+    { "--stderr", kind = "string", metavar = "FILE", help = "where the captured stderr goes (default: printed)" },
+    { "--meta", kind = "string", metavar = "FILE", help = "write the verdict as isolate's meta file" },
+    { "--json", kind = "flag", help = "print the verdict as JSON" },
+    { "--box-id", kind = "integer", min = 0, max = 999999, help = "a kept box, for --init, --run and --cleanup" },
+    { "--init", kind = "flag", help = "make a kept box and print its folder (its box/ is the job's /box)" },
+    { "--run", kind = "flag", help = "run in a kept box" },
+    { "--cleanup", kind = "flag", help = "remove a kept box" },
+  },
+}
 
-options:
-  --rootfs DIR          the root filesystem (required; mounted read-only)
-  --time S              CPU-time limit, all processes together (default 10)
-  --wall-time S         wall-clock limit (default 30)
-  --mem SIZE            memory limit (default 256M)
-  --pids N              process limit (default 64)
-  --cpus X              CPU share (default 1)
-  --output-limit BYTES  stdout and stderr are cut here, and the job is stopped (OL)
-  --fsize SIZE          largest file the job may write (default 64M)
-  --open-files N        open-files limit (default 64)
-  --dir SRC:DST         bind SRC read-only at DST
-  --out DIR             what the job writes to /output (a tmpfs) is copied here afterwards
-  --env NAME=VALUE      environment variable (the environment is minimal otherwise)
-  --uid N               the job's uid inside (default 1000)
-  --share-net           keep the host network (off by default)
-  --stdin FILE          the job's standard input (default empty)
-  --stdout FILE, --stderr FILE   where the captured output goes (default: printed)
-  --meta FILE           write the verdict as isolate's meta file (key:value lines)
-  --json                print the verdict as JSON
-Exit status: 0 when the verdict is OK, 1 for RE, SG, TO, ML and OL, 2 for XX.
-]]
+-- Checks before the job runs that its results can be written: a verdict must never be lost.
+local function writable_file(path)
+  local f, err = io.open(path, "a")
+  if not f then check.fail("moonbox sandbox", "cannot write " .. tostring(err)) end
+  f:close()
+end
 
 function sandbox.main(args)
-  local opts, inputs = {}, {}
-  local meta, as_json, stdout_file, stderr_file
-  local i = 1
-  local function value(name)
-    i = i + 1
-    if args[i] == nil then io.stderr:write("moonbox sandbox: ", name, " needs a value\n") os.exit(2) end
-    return args[i]
-  end
-  local function number(name) return tonumber(value(name)) or (io.stderr:write("moonbox sandbox: ", name, " needs a number\n") and os.exit(2)) end
-  local command
-  while i <= #args do
-    local a = args[i]
-    if a == "--" then command = table.move(args, i + 1, #args, 1, {}) break
-    elseif a == "--rootfs" then opts.rootfs = value(a)
-    elseif a == "--time" then opts.time = number(a)
-    elseif a == "--wall-time" then opts.wall_time = number(a)
-    elseif a == "--mem" or a == "--memory" then opts.memory = value(a)
-    elseif a == "--pids" then opts.pids = math.tointeger(number(a))
-    elseif a == "--cpus" then opts.cpus = number(a)
-    elseif a == "--output-limit" then opts.output_limit = math.tointeger(number(a))
-    elseif a == "--fsize" then opts.file_size = value(a)
-    elseif a == "--open-files" then opts.open_files = math.tointeger(number(a))
-    elseif a == "--dir" then inputs[#inputs + 1] = value(a)
-    elseif a == "--out" then opts.output = value(a)
-    elseif a == "--env" then
-      local k, v = value(a):match("^([^=]+)=(.*)$")
-      opts.env = opts.env or {}
-      if k then opts.env[k] = v end
-    elseif a == "--uid" then opts.uid = math.tointeger(number(a))
-    elseif a == "--share-net" then opts.network = true
-    elseif a == "--stdin" then
-      local path = value(a)
-      local f, err = io.open(path, "rb")
-      if not f then io.stderr:write("moonbox sandbox: ", err, "\n") os.exit(2) end
-      opts.stdin = f:read("a")
-      f:close()
-    elseif a == "--stdout" then stdout_file = value(a)
-    elseif a == "--stderr" then stderr_file = value(a)
-    elseif a == "--meta" then meta = value(a)
-    elseif a == "--json" then as_json = true
-    elseif a == "-h" or a == "--help" then io.stdout:write(sandbox.usage) os.exit(0)
-    else io.stderr:write("moonbox sandbox: unknown option ", a, "\n", sandbox.usage) os.exit(2) end
-    i = i + 1
-  end
-  if not command or #command == 0 then io.stderr:write(sandbox.usage) os.exit(2) end
-  if #inputs > 0 then opts.inputs = inputs end
-  opts.command = command
-  local ok, v = pcall(sandbox.run, opts)
-  if not ok then
-    v = sandbox.verdict(nil, v)
-  end
-  local function put(path, text, stream)
-    if path then
-      local f = assert(io.open(path, "wb"))
-      f:write(text)
-      f:close()
-    else
-      stream:write(text)
+  local cli = require "moonbox.cli"
+  local o = cli.parse("sandbox", args, sandbox.cli_spec)
+  cli.main("sandbox", function()
+    local modes = (o.init and 1 or 0) + (o.run and 1 or 0) + (o.cleanup and 1 or 0)
+    if modes > 1 then check.fail("moonbox sandbox", "--init, --run and --cleanup go one at a time") end
+    if modes == 1 and not o["box-id"] then check.fail("moonbox sandbox", "--init, --run and --cleanup need --box-id N") end
+    local id = o["box-id"] and ("box-" .. o["box-id"])
+    local box_opts = { rootfs = o.rootfs and absolute(o.rootfs) or nil, image = o.image, time = o.time, wall_time = o["wall-time"],
+      memory = o.memory, pids = o.pids, cpus = o.cpus, output_limit = o["output-limit"], file_size = o.file_size,
+      open_files = o["open-files"], uid = o.uid, network = o["share-net"] or nil, env = o.env }
+    if o.dir then box_opts.inputs = o.dir end
+    if o.cleanup then
+      local rec = state.find(id)
+      if not rec then check.fail("moonbox sandbox", "no box " .. id) end
+      if rec.keeper and process.alive(rec.keeper, rec.keeper_start) then sys.kill(rec.keeper, "KILL") end
+      sandbox.remove_box(id, rec.dirs and rec.dirs[1])
+      return
     end
-  end
-  put(stdout_file, v.stdout, io.stdout)
-  put(stderr_file, v.stderr, io.stderr)
-  if meta then put(meta, sandbox.meta(v)) end
-  if as_json then
-    local copy = {}
-    for k, x in pairs(v) do if k ~= "stdout" and k ~= "stderr" then copy[k] = x end end
-    io.stdout:write(json.encode(copy), "\n")
-  end
-  if v.status ~= "OK" and not as_json then io.stderr:write("moonbox sandbox: ", v.status, " ", v.message or "", "\n") end
-  io.stdout:flush()
-  os.exit(v.status == "OK" and 0 or (v.status == "XX" and 2 or 1))
+    if o.init then
+      local box = sandbox.open(box_opts, id)
+      print(box:path())
+      return
+    end
+    if not o.command or #o.command == 0 then check.fail("moonbox sandbox", "give the command after --\nusage: " .. sandbox.cli_spec.usage) end
+    -- Results must have somewhere to go before the job runs.
+    if o.meta then writable_file(o.meta) end
+    if o.stdout then writable_file(o.stdout) end
+    if o.stderr then writable_file(o.stderr) end
+    local run_opts = {}
+    if o.out then
+      errors.check({ op = "mkdir", code = 2 }, sys.mkdir(o.out))
+      local probe = o.out .. "/.moonbox-write-test"
+      writable_file(probe)
+      sys.unlink(probe)
+      run_opts.output = o.out
+    end
+    if o.stdin then
+      local text = fs.read_if_exists(o.stdin)
+      if not text then check.fail("moonbox sandbox", "--stdin " .. o.stdin .. " does not exist") end
+      run_opts.stdin = text
+    end
+    local v
+    if o.run then
+      local box = sandbox.attach(id)
+      for k, val in pairs(box_opts) do if val ~= nil and RUN_KEYS[k] then run_opts[k] = val end end
+      v = box:run(o.command, run_opts)
+    else
+      local ok, result = pcall(function()
+        local box <close> = sandbox.open(box_opts)
+        return box:run(o.command, run_opts)
+      end)
+      v = ok and result or sandbox.verdict(nil, result)
+      if not ok and errors.is(result) and result.op == "check" then error(result, 0) end
+    end
+    local function put(path, text, stream)
+      if path then fs.write(path, text) else stream:write(text) end
+    end
+    put(o.stdout, v.stdout, io.stdout)
+    put(o.stderr, v.stderr, io.stderr)
+    if o.meta then put(o.meta, sandbox.meta(v)) end
+    if o.json then
+      local copy = {}
+      for k, x in pairs(v) do if k ~= "stdout" and k ~= "stderr" then copy[k] = x end end
+      io.stdout:write(json.encode(copy), "\n")
+    end
+    if v.status ~= "OK" and not o.json then io.stderr:write("moonbox sandbox: ", v.status, " ", v.message or "", "\n") end
+    io.stdout:flush()
+    os.exit(v.status == "OK" and 0 or (v.status == "XX" and 2 or 1))
+  end, 2, 2)
 end
 
 return sandbox

@@ -13,6 +13,7 @@ local sys = require "moonbox.sys"
 local json = require "moonbox.json"
 local errors = require "moonbox.errors"
 local fs = require "moonbox.fs"
+local process = require "moonbox.process"
 
 local state = {}
 
@@ -66,27 +67,8 @@ function state.ensure(sub)
   return dir
 end
 
---- The start time of a process (clock ticks since boot), to tell it from a reused pid, and its
--- state letter (R, S, Z, ...).
-function state.start_time(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  -- Fields after the command name, which may hold spaces and parentheses.
-  local rest = text:match("^.*%) (.*)$")
-  if not rest then return nil end
-  local fields = {}
-  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
-  return tonumber(fields[20]), fields[1]
-end
-
---- True when the process `pid` that started at `start` still runs; a zombie does not.
-function state.alive(pid, start)
-  if math.type(pid) ~= "integer" then return false end
-  local t, letter = state.start_time(pid)
-  return t ~= nil and t == start and letter ~= "Z" and letter ~= "X"
-end
+state.start_time = process.start_time
+state.alive = process.alive
 
 local my_start
 
@@ -95,7 +77,9 @@ Record.__index = Record
 Record.__tostring = function(r) return "record(" .. r.path .. ")" end
 
 --- Records `fields` (cgroup = {folders...}, dirs = {...}, ...) for the object `id`, durably.
--- kind names what it is ("container", "box", "network", ...).
+-- kind names what it is ("container", "box", "network", ...). The record is made exclusively:
+-- when one for `id` exists already, nil, "EEXIST" comes back (two processes racing for one name
+-- cannot both win). Other failures raise.
 function state.new(id, fields, kind)
   local dir = state.ensure()
   my_start = my_start or state.start_time(sys.getpid())
@@ -103,8 +87,18 @@ function state.new(id, fields, kind)
     created = os.time(), dirs = {} }
   for k, v in pairs(fields or {}) do data[k] = v end
   local r = setmetatable({ path = dir .. "/" .. id .. ".json", data = data }, Record)
-  local ok, err = pcall(fs.write_atomic, r.path, json.encode(data), true, tonumber("600", 8))
+  local tmp = r.path .. ".tmp" .. sys.getpid()
+  local ok, err = pcall(fs.write_atomic, tmp, json.encode(data), true, tonumber("600", 8))
   if not ok then errors.raise("cannot record " .. id .. " in the state folder: " .. tostring(err), { op = "state", code = 125 }, 2) end
+  -- link(2) fails when the name exists: the record appears whole, and only once.
+  local linked, msg, errno = sys.link(tmp, r.path)
+  sys.unlink(tmp)
+  if not linked then
+    if errno == "EEXIST" then return nil, "EEXIST" end
+    errors.raise("cannot record " .. id .. " in the state folder: " .. msg, { op = "state", code = 125 }, 2)
+  end
+  local d = sys.open(dir, { "rdonly", "directory" })
+  if d then sys.fsync(d) d:close() end
   return r
 end
 

@@ -74,6 +74,10 @@ function test.expect(actual)
     check(type(actual) == "string" and actual:find(pattern) ~= nil,
       "expected a string matching " .. show(pattern) .. "\n  actual: " .. show(actual))
   end
+  function e.not_to_match(pattern)
+    check(type(actual) == "string" and actual:find(pattern) == nil,
+      "expected a string not matching " .. show(pattern) .. "\n  actual: " .. show(actual))
+  end
   function e.to_contain(item)
     local found = false
     if type(actual) == "string" then

@@ -81,6 +81,8 @@ int mb_pipe2(int fds[2], int flags);
 int mb_pidfd_open(pid_t pid);
 int mb_pidfd_send_signal(int pidfd, int sig);
 int mb_close_range(unsigned first, unsigned last, int flags);
+// copy_file_range(2) from *in_off in src to the current offset of dst.
+long mb_copy_file_range(int src, long long *in_off, int dst, size_t len);
 int mb_ioctl_int(int fd, unsigned long request, int arg);
 int mb_ioctl_ptr(int fd, unsigned long request, void *arg);
 int mb_open(const char *path, int flags, mode_t mode);

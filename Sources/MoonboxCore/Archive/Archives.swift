@@ -54,7 +54,8 @@ private func openArchive(_ source: (path: String?, fd: Int32, label: String), ra
 private let compressionNames: [Int32: String] = [0: "none", 1: "gzip", 2: "bzip2", 6: "xz", 14: "zstd", 5: "lzma", 9: "lz4"]
 
 let archiveFunctions: [(String, LuaFunction)] = [
-    // archive_extract(archive, folder [, {allow_devices=, allow_setuid=, max_files=, max_bytes=, same_owner=}]):
+    // archive_extract(archive, folder [, {allow_devices=, allow_setuid=, max_files=, max_bytes=, same_owner=,
+    //                 whiteouts = "overlay"|"apply"}]):
     // unpacks a tar (plain, gzip or zstd; a path or an fd) into folder: no '..', nothing written
     // through a symlink or outside the folder, no hard link out of it, no device or set-id bit
     // unless allowed, and OCI whiteouts made overlayfs ones. max_bytes counts bytes actually
@@ -66,7 +67,11 @@ let archiveFunctions: [(String, LuaFunction)] = [
         let dest = try a.string(2, "folder")
         var options = ExtractOptions()
         if try a.optTable(3, "options") {
-            try a.options(3, "options", allowed: ["allow_devices", "allow_setuid", "max_files", "max_bytes", "same_owner"])
+            try a.options(3, "options", allowed: ["allow_devices", "allow_setuid", "max_files", "max_bytes", "same_owner", "whiteouts"])
+            if let w = try a.stringField(3, "whiteouts") {
+                guard w == "overlay" || w == "apply" else { throw a.error(3, "whiteouts", "must be \"overlay\" or \"apply\"") }
+                options.applyWhiteouts = w == "apply"
+            }
             options.allowDevices = try a.boolField(3, "allow_devices") ?? false
             options.allowSetuid = try a.boolField(3, "allow_setuid") ?? false
             options.sameOwner = try a.boolField(3, "same_owner") ?? (geteuid() == 0)

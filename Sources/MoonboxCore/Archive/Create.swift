@@ -90,6 +90,9 @@ final class Creator {
             regions.append((Int(data), min(hole, size) - Int(data)))
             offset = hole
         }
+        // A file that ends in a hole (or is all hole) says so with an empty region at its end,
+        // as GNU tar does; without any region the writer would store it dense.
+        if regions.last.map({ $0.0 + $0.1 < size }) ?? true { regions.append((size, 0)) }
         return regions
     }
 

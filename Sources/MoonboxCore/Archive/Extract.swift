@@ -14,6 +14,9 @@ struct ExtractOptions {
     var maxFiles = 1_000_000
     var maxBytes = 64 << 30
     var sameOwner = true
+    /// OCI whiteouts become overlayfs ones (a layer folder for overlay), or are applied:
+    /// what they name, from earlier layers, is removed (a plain rootfs, layer after layer).
+    var applyWhiteouts = false
 }
 
 /// Splits an entry name into safe components: leading "/" and "./" go (absolute names are
@@ -40,6 +43,9 @@ final class Extractor {
     /// Entries that took no effect, by name, and why.
     var skipped: [String] = []
     var skippedWhy: [String: String] = [:]
+
+    /// Paths this archive made, so an opaque whiteout spares them when applied.
+    var madeHere: Set<String> = []
 
     func skip(_ name: String, _ why: String) {
         skipped.append(name)
@@ -156,6 +162,22 @@ final class Extractor {
         defer { Glibc.close(dir) }
         let mtime = Int64(archive_entry_mtime(e))
 
+        if options.applyWhiteouts && last.hasPrefix(".wh.") {
+            // What this layer made stays; what earlier layers left goes.
+            if last == ".wh..wh..opq" {
+                let prefix = parts.dropLast().joined(separator: "/")
+                for n in folderEntries(dir) ?? [] {
+                    let child = (prefix.isEmpty ? "" : prefix + "/") + (n.utf8Text ?? "")
+                    if n.utf8Text == nil || !madeHere.contains(child) { clear(dir, n, keepFolder: false) }
+                }
+            } else {
+                let target = String(last.dropFirst(4))
+                guard !target.isEmpty, target != ".", target != ".." else { throw fail(name, "bad whiteout") }
+                clear(dir, target, keepFolder: false)
+            }
+            return
+        }
+        madeHere.insert(parts.joined(separator: "/"))
         // OCI whiteouts become overlayfs ones.
         if last == ".wh..wh..opq" {
             let fd = mb_openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)

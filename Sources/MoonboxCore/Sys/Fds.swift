@@ -168,6 +168,49 @@ let fdFunctions: [(String, LuaFunction)] = [
         }
         return lua.ok()
     }),
+    // copy_file_range(src, dst): copies all of src (an fd, read from its start, or a path) into
+    // dst (an fd, or a path created 0644 or truncated) with copy_file_range(2), in the kernel
+    // (a reflink where the filesystem can), or read and write where it cannot. Returns the bytes.
+    ("copy_file_range", { lua in
+        let a = Args(lua, "copy_file_range")
+        let src = lua.type(1) == LUA_TSTRING ? mb_open(try a.string(1, "src"), O_RDONLY | O_CLOEXEC, 0) : try a.fd(1, "src")
+        if src < 0 { return lua.fail("copy_file_range(\(try a.string(1, "src")))") }
+        defer { if lua.type(1) == LUA_TSTRING { Glibc.close(src) } }
+        let dst = lua.type(2) == LUA_TSTRING ? mb_open(try a.string(2, "dst"), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) : try a.fd(2, "dst")
+        if dst < 0 { return lua.fail("copy_file_range(\(try a.string(2, "dst")))") }
+        defer { if lua.type(2) == LUA_TSTRING { Glibc.close(dst) } }
+        var total = 0
+        var inOffset: Int64 = 0
+        var useKernel = true
+        var buffer: [UInt8] = []
+        while true {
+            var n: Int
+            if useKernel {
+                n = mb_copy_file_range(src, &inOffset, dst, 1 << 30)
+                if n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
+                    useKernel = false
+                    continue
+                }
+            } else {
+                if buffer.isEmpty { buffer = [UInt8](repeating: 0, count: 1 << 20) }
+                n = pread(src, &buffer, buffer.count, off_t(inOffset))
+                if n > 0 {
+                    var done = 0
+                    while done < n {
+                        let w = buffer.withUnsafeBytes { Glibc.write(dst, $0.baseAddress! + done, n - done) }
+                        if w < 0 { if errno == EINTR { continue }; return lua.fail("copy_file_range(write)") }
+                        done += w
+                    }
+                    inOffset += Int64(n)
+                }
+            }
+            if n < 0 { if errno == EINTR && !signalWasCaught() { continue }; return lua.fail("copy_file_range()") }
+            if n == 0 { break }
+            total += n
+        }
+        lua.push(total)
+        return 1
+    }),
     // fsync(fd): the file's data and metadata reach the disk (a folder's fd: its entries).
     ("fsync", { lua in
         let fd = try Args(lua, "fsync").fd(1, "fd")

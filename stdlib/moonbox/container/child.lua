@@ -111,8 +111,8 @@ local function make_root(ctx)
     return check("rootfs", sys.open(ctx.overlay.target, { "path", "directory" }))
   end
   local tree = ctx.root_tree
-  if not tree then  -- rootless: the tree is made here, in the user namespace
-    tree = check("rootfs", sys.open_tree(ctx.rootfs_path, { "clone", "recursive" }))
+  if not tree then  -- rootless: the tree is made here, in the user namespace, from our working folder
+    tree = check("rootfs", sys.open_tree(".", { "clone", "recursive" }))
   end
   check("rootfs", sys.move_mount(tree, "."))
   return tree

@@ -81,7 +81,16 @@ function container.new(s)
   counter = counter + 1
   local id = c.name or string.format("mb-%d-%d-%04x", sys.getpid(), counter, math.random(0, 0xffff))
   c.env.HOSTNAME = c.env.HOSTNAME or (s.env and s.env.HOSTNAME) or id
-  return setmetatable({ id = id, spec = c, state = "created", owner = sys.getpid() }, Container)
+  local self = setmetatable({ id = id, spec = c, state = "created", owner = sys.getpid() }, Container)
+  if c.rootfs and not c.mount_namespace then
+    -- The rootfs is pinned now: whatever happens to its path later, this folder is the one used,
+    -- and nothing is ever made at the path on the host. (In a base mount namespace it is pinned
+    -- at start, in that namespace.)
+    local fd, msg = sys.open(c.rootfs, { "path", "directory" })
+    if not fd then check.fail("container spec", "rootfs " .. c.rootfs .. ": " .. msg) end
+    self.rootfs_fd = fd
+  end
+  return self
 end
 
 --- The plan of a spec's filesystem, as text (what `moonbox box --dry-run` prints).
@@ -93,15 +102,17 @@ end
 -- A record for this container, made exclusively: two live containers never share a name (they
 -- would share a cgroup and an upper folder). A record left by a killed run is collected first.
 local function make_record(self, fields)
-  local existing = state.find(self.id)
-  if existing then
-    if existing.alive then
+  for _ = 1, 3 do
+    local rec = state.new(self.id, fields, "container")
+    if rec then return rec end
+    local existing = state.find(self.id)
+    if existing and existing.alive then
       errors.raise(string.format("container name %s is in use by a running container (moonbox pid %s)", self.id,
         tostring(existing.owner)), { code = 125, op = "name" }, 0)
     end
-    require("moonbox.gc").collect_one(existing)
+    if existing then require("moonbox.gc").collect_one(existing) end
   end
-  return state.new(self.id, fields, "container")
+  errors.raise("container name " .. self.id .. " is taken (its record could not be collected; run moonbox gc)", { code = 125, op = "name" }, 0)
 end
 
 local warned_devices, warned_cgroups = false, false
@@ -188,14 +199,14 @@ end
 local function make_root_tree(self, c, ctx, lowers)
   if rootless then
     -- Without CAP_SYS_ADMIN here, the child makes the trees in its own user namespace, where it
-    -- reaches what this user reaches.
+    -- reaches what this user reaches: the rootfs as its working folder ("."), pinned.
     if c.image then
       local dir = self.container_dir
       ctx.overlay = { lower = lowers, upper = dir .. "/upper", work = dir .. "/work", target = dir .. "/merged" }
       return dir .. "/merged"
     end
-    ctx.rootfs_path = c.rootfs
-    return c.rootfs
+    ctx.clone_cwd = true
+    return self.rootfs_fd
   end
   local upper, work
   if c.limits.disk then
@@ -206,11 +217,11 @@ local function make_root_tree(self, c, ctx, lowers)
     upper, work = self.container_dir .. "/upper", self.container_dir .. "/work"
   end
   if not upper then
-    ctx.root_tree = errors.check({ step = "rootfs", code = 125 }, sys.open_tree(c.rootfs, { "clone", "recursive" }))
-    return c.rootfs
+    ctx.root_tree = errors.check({ step = "rootfs", code = 125 }, sys.open_tree(self.rootfs_fd, { "clone", "recursive" }))
+    return self.rootfs_fd
   end
-  local attach = c.image and (self.container_dir .. "/merged") or c.rootfs
-  local spec_overlay = { lower = lowers or { c.rootfs }, upper = upper, work = work }
+  local attach = c.image and (self.container_dir .. "/merged") or self.rootfs_fd
+  local spec_overlay = { lower = lowers or { "/proc/self/fd/" .. self.rootfs_fd:fileno() }, upper = upper, work = work }
   local tree, msg, errno = sys.overlay(spec_overlay)
   if tree then
     ctx.root_tree = tree
@@ -234,15 +245,17 @@ function Container:_start()
     if not ok then setup_failed(tostring(l), { step = "image" }) end
     lowers = l
   end
-  -- What the container will make is recorded first, durably; then it is made.
-  self.group = cgroup.new(cgroup.container_group(self.id))
+  -- What the container will make is recorded first, durably; then it is made. Until its record
+  -- exists (a name in use refuses it), the container owns nothing, so removal touches nothing.
+  local group = cgroup.new(cgroup.container_group(self.id))
   local dir
   if c.image or c.limits.disk then
     local image = require "moonbox.image"
     image.init()
     dir = image.root() .. "/containers/" .. self.id
   end
-  self.record = make_record(self, { name = c.name, cgroup = self.group.paths, dirs = { dir }, layers = lowers })
+  self.record = make_record(self, { name = c.name, cgroup = group.paths, dirs = { dir }, layers = lowers })
+  self.group = group
   if dir then
     errors.check({ step = "image", code = 125 }, sys.mkdir(dir, tonumber("700", 8)))
     self.container_dir = dir
@@ -285,10 +298,17 @@ function Container:_start()
     if home_cwd then assert(sys.fchdir(home_cwd)) home_cwd:close() home_cwd = nil end
   end
   local okt, errt = pcall(function()
+    if c.rootfs and not self.rootfs_fd then
+      self.rootfs_fd = errors.check({ step = "rootfs", code = 125 }, sys.open(c.rootfs, { "path", "directory" }))
+    end
     local attach = make_root_tree(self, c, ctx, lowers)
     ctx.trees = rootless and {} or errors.check({ step = "mounts", code = 125 }, plan.open_sources(ctx.ops))
     -- The child attaches the root over its working folder: this one, in its namespace.
-    errors.check({ step = "rootfs", code = 125 }, sys.chdir(attach))
+    if type(attach) == "string" then
+      errors.check({ step = "rootfs", code = 125 }, sys.chdir(attach))
+    else
+      errors.check({ step = "rootfs", code = 125 }, sys.fchdir(attach))
+    end
   end)
   if not okt then go_home() error(errt, 0) end
   local pid, msg, errno = sys.clone(names)
@@ -394,9 +414,11 @@ function Container:_result()
     r.status = st.status
   end
   for which, cap in pairs(self.capture) do
-    r[which .. "_bytes"] = cap.buf:total()
-    r[which .. "_truncated"] = cap.buf:total() > self.spec.capture_limit
-    r[which] = cap.buf:take()
+    if not cap.fn then
+      r[which .. "_bytes"] = cap.buf:total()
+      r[which .. "_truncated"] = cap.buf:total() > self.spec.capture_limit
+      r[which] = cap.buf:take()
+    end
   end
   return r
 end
@@ -514,6 +536,7 @@ function Container:remove()
   if self.pidfd then self.pidfd:close() self.pidfd = nil end
   for _, h in ipairs(self.holds or {}) do h:close() end
   self.holds = nil
+  if self.rootfs_fd then self.rootfs_fd:close() self.rootfs_fd = nil end
   if self.feeder then sys.kill(self.feeder, "KILL") sys.wait(self.feeder) self.feeder = nil end
   if self.tty_saved then sys.tcsetattr(0, self.tty_saved) self.tty_saved = nil end
   local problems = {}

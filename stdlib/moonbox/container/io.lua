@@ -26,9 +26,10 @@ function cio.open(c)
   end
   for _, which in ipairs({ "stdout", "stderr" }) do
     local v = c[which]
-    if v == "capture" then
+    if v == "capture" or type(v) == "function" then
+      -- A function gets the output as it comes (a build's live log); nothing is kept.
       local r, w = assert(sys.pipe())
-      capture[which] = { fd = r, buf = sys.buffer(c.capture_limit) }
+      capture[which] = { fd = r, buf = sys.buffer(type(v) == "function" and 0 or c.capture_limit), fn = type(v) == "function" and v or nil }
       fds[which] = w
     elseif v == "null" then
       fds[which] = assert(sys.open("/dev/null", "wronly"))
@@ -45,7 +46,14 @@ end
 function cio.pump(self, ready)
   for _, cap in pairs(self.capture) do
     if cap.fd and (ready == nil or ready[cap.fd]) then
-      local n = cap.buf:read(cap.fd)
+      local chunk, n
+      if cap.fn then
+        chunk = sys.read(cap.fd, 65536)
+        n = chunk and #chunk
+        if n and n > 0 then cap.buf:append(chunk) cap.fn(chunk) end
+      else
+        n = cap.buf:read(cap.fd)
+      end
       if not n or n == 0 then
         cap.fd:close()
         cap.fd = nil

@@ -69,7 +69,7 @@ function spec.parse_user(user, where)
 end
 
 --- "SRC:DST[:ro]" or {type=, source=, target=, readonly=, size=, mode=, options=}.
-local function normalize_mount(m, i)
+local function normalize_mount(m, i, elsewhere)
   local label = string.format("mounts[%d]", i)
   if type(m) == "string" then
     local src, dst, opt = m:match("^([^:]+):([^:]+):?(.*)$")
@@ -87,9 +87,10 @@ local function normalize_mount(m, i)
   local out = { type = kind, target = m.target, readonly = m.readonly or false }
   if kind == "bind" then
     check.string(WHERE, label .. ".source", m.source)
-    local st = sys.stat(m.source)
-    if not st then fail(string.format("%s: source %s does not exist", label, m.source)) end
-    out.source, out.file = m.source, st.type ~= "dir"
+    -- In a base mount namespace (a sandbox box's) sources live there: they are checked at start.
+    local st = not elsewhere and sys.stat(m.source)
+    if not elsewhere and not st then fail(string.format("%s: source %s does not exist", label, m.source)) end
+    out.source, out.file = m.source, st and st.type ~= "dir" or false
   elseif kind == "tmpfs" then
     if m.target:match("^/+$") then fail(label .. ": a tmpfs on / would hide the rootfs (use readonly_rootfs, or limits.disk for a writable layer)") end
     if m.size ~= nil then out.size = check.size(WHERE, label .. ".size", m.size) end
@@ -128,10 +129,14 @@ function spec.check(s)
   local img, image_config
   if s.image ~= nil then
     if s.rootfs ~= nil then fail("give rootfs or image, not both") end
-    check.string(WHERE, "image", s.image)
-    local image = require "moonbox.image"
-    local resolved, err = image.resolve(s.image)
-    if not resolved then fail(err) end
+    local resolved, err
+    if type(s.image) == "table" and s.image.manifest and s.image.config then
+      resolved = s.image  -- an image as image.resolve gives it (a build step's layers so far)
+    else
+      check.string(WHERE, "image", s.image)
+      resolved, err = require("moonbox.image").resolve(s.image)
+      if not resolved then fail(err) end
+    end
     img, image_config = resolved, resolved.config.config or {}
   else
     if s.rootfs == nil then fail("rootfs is required (a folder holding the container's files), or an image") end
@@ -241,7 +246,7 @@ function spec.check(s)
   c.mounts = {}
   if s.mounts ~= nil then
     if type(s.mounts) ~= "table" then fail("mounts must be a list") end
-    for i, m in ipairs(s.mounts) do c.mounts[i] = normalize_mount(m, i) end
+    for i, m in ipairs(s.mounts) do c.mounts[i] = normalize_mount(m, i, s.mount_namespace ~= nil) end
   end
 
   -- security: docker's capabilities and seccomp profile, and no_new_privs, unless the spec says otherwise
@@ -286,9 +291,9 @@ function spec.check(s)
   if type(c.stdin) ~= "string" then fail("stdin must be a string, \"inherit\" or \"null\"") end
   for _, k in ipairs({ "stdout", "stderr" }) do
     local v = s[k] or "inherit"
-    if type(v) ~= "string" then fail(k .. " must be \"inherit\", \"capture\", \"null\" or a file path") end
-    if v ~= "inherit" and v ~= "capture" and v ~= "null" and v:sub(1, 1) ~= "/" then
-      fail(k .. " must be \"inherit\", \"capture\", \"null\" or an absolute file path, got " .. v)
+    local ok = type(v) == "function" or (type(v) == "string" and (v == "inherit" or v == "capture" or v == "null" or v:sub(1, 1) == "/"))
+    if not ok then
+      fail(k .. " must be \"inherit\", \"capture\", \"null\", an absolute file path or a function(chunk), got " .. check.show(v))
     end
     c[k] = v
   end
