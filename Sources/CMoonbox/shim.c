@@ -49,10 +49,17 @@ void mb_push_swift_function(lua_State *L, int index, const char *name) {
 int mb_msghandler(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {  // an error object: its __tostring, with the traceback too
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
             msg = lua_tostring(L, -1);
-        else
+            // moonbox.error objects know the script's line that called into the stdlib.
+            if (lua_type(L, 1) == LUA_TTABLE && lua_getfield(L, 1, "where") == LUA_TSTRING) {
+                msg = lua_pushfstring(L, "%s: %s", lua_tostring(L, -1), msg);
+            } else {
+                lua_pop(L, 1);
+            }
+        } else {
             msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        }
     }
     luaL_traceback(L, L, msg, 1);
     return 1;

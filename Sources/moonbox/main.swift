@@ -18,6 +18,7 @@ struct Moonbox: ParsableCommand {
           moonbox sandbox --rootfs ./rootfs --time 1 --mem 64M --meta meta.txt -- ./prog
           moonbox test Tests/lua           run *_test.lua files
           moonbox gc                       remove what killed runs left behind
+        Errors are one line; `moonbox --debug COMMAND ...` (or MOONBOX_DEBUG=1) adds tracebacks.
         """,
         version: moonboxVersion,
         subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Images.self, Image.self, Build.self, Pull.self, Push.self, Gc.self, Test.self],
@@ -176,4 +177,10 @@ struct Gc: ParsableCommand {
     func run() throws { runStdlib("moonbox.gc", arguments) }
 }
 
-Moonbox.main()
+// --debug, before the command, shows tracebacks for every error (as MOONBOX_DEBUG=1 does).
+var arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.first == "--debug" {
+    arguments.removeFirst()
+    setenv("MOONBOX_DEBUG", "1", 1)
+}
+Moonbox.main(arguments)

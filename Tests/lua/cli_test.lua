@@ -35,13 +35,22 @@ describe("moonbox run", function()
     expect(r.stdout).to_be("2\n")
   end)
 
-  it("prints an uncaught error with file, line and traceback, and exits 1", function()
+  it("prints an uncaught error as one line with file and line, and the traceback only with --debug", function()
     local script = fs.write(dir.path .. "/bad.lua", "local function f()\n  error('it broke')\nend\nf()\n")
     local r = run({ "run", script })
+    expect(r.code).to_be(1)
+    expect(r.stderr).to_be("moonbox: " .. script .. ":2: it broke\n")
+    r = run({ "--debug", "run", script })
     expect(r.code).to_be(1)
     expect(r.stderr).to_match("^moonbox: " .. script:gsub("%p", "%%%0") .. ":2: it broke\n")
     expect(r.stderr).to_match("stack traceback:")
     expect(r.stderr).to_match("in local 'f'")
+    r = run({ "run", script }, { env = { MOONBOX_DEBUG = "1" } })
+    expect(r.stderr).to_match("stack traceback:")
+    -- A stdlib error names the script's own line, not the stdlib's.
+    local spec = fs.write(dir.path .. "/spec.lua", "local c = require 'moonbox.container'\nc.run({ command = { 'true' } })\n")
+    r = run({ "run", spec })
+    expect(r.stderr).to_be("moonbox: " .. spec .. ":2: container spec: rootfs is required (a folder holding the container's files), or an image\n")
   end)
 
   it("reports syntax errors with file and line", function()
@@ -98,6 +107,32 @@ describe("moonbox run", function()
   it("stays single-threaded, so fork and setns are safe", function()
     local r = run({ "run", "-e", "print(io.open('/proc/self/status'):read('a'):match('Threads:%s+(%d+)'))" })
     expect(r.stdout).to_be("1\n")
+  end)
+end)
+
+describe("errors from every command", function()
+  it("are one line, moonbox COMMAND: message, with the documented status, and no traceback", function()
+    local store <close> = fs.tempdir("cli-store-")
+    local env = { MOONBOX_ROOT = store.path, MOONBOX_STATE = store.path .. "/state", PATH = "/usr/bin:/bin" }
+    local cases = {
+      { { "image", "rm", "nosuch:9" }, 1, "^moonbox image: image: no image nosuch:9\n$" },
+      { { "image", "export", "nosuch:1", store.path .. "/out" }, 1, "^moonbox image: image: no image nosuch:1" },
+      { { "image", "import", store.path, "BAD NAME!!" }, 1, "is not a valid reference" },
+      { { "gc", "--force" }, 2, "^moonbox gc: unknown option %-%-force" },
+      { { "box", "--rootfs", "/", "--timeout", "1e300", "--", "true" }, 125, "^moonbox box: %-%-timeout must be a finite number" },
+      { { "box", "--rootfs", "/", "--memory", "99999999999999G", "--", "true" }, 125, "is too large %(the largest size is 8 EiB%)" },
+      { { "box", "--rootfs", "/", "-e", "NOEQUALS", "--", "true" }, 125, "^moonbox box: %-e needs NAME=VALUE" },
+      { { "sandbox", "--rootfs", "/", "--time", "1e308", "--", "true" }, 2, "^moonbox sandbox: %-%-time must be a finite number" },
+      { { "build", "/nonexistent/recipe.lua" }, 1, "^moonbox build: recipe: cannot open /nonexistent/recipe.lua" },
+      { { "pull", "nohost" }, 1, "^moonbox pull: registry: nohost names no registry host" },
+    }
+    for _, c in ipairs(cases) do
+      local r = process.run({ moonbox, table.unpack(c[1]) }, { env = env })
+      expect(r.code).to_be(c[2])
+      expect(r.stderr).to_match(c[3])
+      expect(r.stderr).not_to_match("traceback")
+      expect(r.stderr).not_to_match("stdlib/")
+    end
   end)
 end)
 

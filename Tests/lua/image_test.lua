@@ -251,6 +251,131 @@ describe("registries", function()
     expect(require("moonbox.json").decode(inspect.stdout).Digest).to_be(digest)
     expect(function() registry.pull(string.format("127.0.0.1:%d/nothing:here", port)) end).to_fail("HTTP 404")
   end)
+
+  it("pulls OCI and Docker schema-2 images into an empty store, and exports them for skopeo and umoci", function()
+    local registry = require "moonbox.registry"
+    local layout = store.path .. "/for-empty"
+    image.export("busybox:test", layout)
+    local empty = store.path .. "/empty-store"
+    local formats = { oci = "oci", docker = "v2s2" }
+    for kind, format in pairs(formats) do
+      local ref = string.format("127.0.0.1:%d/moonbox/%s:1", port, kind)
+      local r = process.run({ "skopeo", "copy", "--format", format, "--dest-tls-verify=false", "oci:" .. layout .. ":busybox:test", "docker://" .. ref })
+      expect(r.code).to_be(0)
+      image.use_root(empty .. "-" .. kind)  -- nothing there yet: every blob comes over the wire
+      local ok, err = pcall(function()
+        local name, digest = registry.pull(ref, "fresh:1")
+        local img = assert(image.resolve("fresh:1"))
+        expect(img.digest).to_be(digest)
+        local want = kind == "oci" and "application/vnd.oci.image.manifest.v1+json" or "application/vnd.docker.distribution.manifest.v2+json"
+        expect(img.manifest.mediaType).to_be(want)
+        expect(sh("fresh:1", "echo " .. kind).stdout).to_be(kind .. "\n")
+        local out = empty .. "-" .. kind .. "-export"
+        image.export("fresh:1", out)
+        local inspect = process.run({ "skopeo", "inspect", "oci:" .. out .. ":fresh:1" })
+        expect(inspect.code).to_be(0)
+        local unpacked = empty .. "-" .. kind .. "-unpacked"
+        local u = process.run({ "umoci", "unpack", "--rootless", "--image", out .. ":fresh:1", unpacked })
+        expect(u.stderr).to_be("")
+        expect(sys.stat(unpacked .. "/rootfs/bin/busybox")).to_be_truthy()
+      end)
+      image.use_root(store.path .. "/store")
+      if not ok then error(err, 0) end
+    end
+  end)
+end)
+
+describe("from the command line", function()
+  before_each(function() needs_root() setup() end)
+
+  local moonbox = assert(sys.readlink("/proc/self/exe"))
+  local function mb(args, opts)
+    opts = opts or {}
+    opts.env = opts.env or { MOONBOX_ROOT = store.path .. "/store", PATH = "/usr/bin:/bin:/usr/sbin:/sbin" }
+    return process.run({ moonbox, table.unpack(args) }, opts)
+  end
+
+  it("runs an image with box --image and sandbox --image, and unpacks one to a folder", function()
+    local r = mb({ "box", "--image", "busybox:test", "--", "/bin/sh", "-c", "echo in the image" })
+    expect(r.code).to_be(0)
+    expect(r.stdout).to_be("in the image\n")
+    r = mb({ "sandbox", "--image", "busybox:test", "--", "/bin/sh", "-c", "id -u" })
+    expect(r.code).to_be(0)
+    expect(r.stdout).to_be("1000\n")
+    local out = store.path .. "/unpacked"
+    r = mb({ "image", "unpack", "busybox:test", out })
+    expect(r.code).to_be(0)
+    expect(sys.stat(out .. "/bin/busybox")).to_be_truthy()
+    expect(mb({ "image", "unpack", "busybox:test", out }).stderr).to_match("is not empty")
+  end)
+
+  it("applies whiteouts when it unpacks a layered image", function()
+    local c <close> = container.new({ image = "busybox:test", command = { "/bin/sh", "-c", "rm -rf /home /etc/group; echo x > /added" } })
+    c:start()
+    c:wait()
+    c:commit("layered:1")
+    local out = store.path .. "/unpacked-layered"
+    image.unpack("layered:1", out)
+    expect(sys.lstat(out .. "/home")).to_be_nil()
+    expect(sys.lstat(out .. "/etc/group")).to_be_nil()
+    expect(fs.read(out .. "/added")).to_be("x\n")
+    expect(sys.stat(out .. "/etc/passwd")).to_be_truthy()
+  end)
+
+  it("names the refs of a layout holding several images, and imports the one named", function()
+    local layout = store.path .. "/two-images"
+    image.export("busybox:test", layout)
+    local index = require("moonbox.json").decode(fs.read(layout .. "/index.json"))
+    local second = {}
+    for k, v in pairs(index.manifests[1]) do second[k] = v end
+    second.annotations = { ["org.opencontainers.image.ref.name"] = "other:2" }
+    index.manifests[2] = second
+    fs.write(layout .. "/index.json", require("moonbox.json").encode(index))
+    local r = mb({ "image", "import", layout, "picked:1" })
+    expect(r.code).to_be(1)
+    expect(r.stderr).to_match("holds 2 images; name one as REF %(busybox:test, other:2%)")
+    r = mb({ "image", "import", layout, "picked:1", "other:2" })
+    expect(r.code).to_be(0)
+    expect(image.resolve("picked:1")).to_be_truthy()
+  end)
+
+  it("prunes what no image uses, and says what it freed", function()
+    local c <close> = container.new({ image = "busybox:test", command = { "/bin/sh", "-c", "head -c 100000 /dev/urandom > /junk" } })
+    c:start()
+    c:wait()
+    c:commit("doomed:1")
+    image.remove("doomed:1", true)  -- the name goes, its blobs stay: prune's work
+    local r = mb({ "image", "prune" })
+    expect(r.code).to_be(0)
+    local blobs, bytes = r.stdout:match("freed (%d+) blobs %((%d+) bytes%)")
+    expect(tonumber(blobs)).to_be_at_least(3)  -- the layer, the config and the manifest
+    expect(tonumber(bytes)).to_be_at_least(100000)
+    expect(mb({ "image", "prune" }).stdout).to_match("freed 0 blobs")
+    expect(sh("busybox:test", "echo still here").stdout).to_be("still here\n")
+  end)
+
+  it("streams a build's output as it comes, quiet with --quiet, and makes a missing WorkingDir", function()
+    local dir = store.path .. "/live"
+    assert(sys.mkdir(dir))
+    local file = fs.write(dir .. "/recipe.lua", [[
+      return recipe "live:1" {
+        from "busybox:test",
+        run "echo first line; echo second line >&2",
+        workdir "/not/made/yet",
+        cmd { "/bin/sh", "-c", "pwd" },
+      }]])
+    local r = mb({ "build", file })
+    expect(r.code).to_be(0)
+    expect(r.stdout).to_match("#2 first line\n")
+    expect(r.stdout).to_match("#2 second line\n")
+    expect(r.stdout).to_match("built live:1 sha256:%x+")
+    expect(sh("live:1", "pwd", { command = nil }).stdout).to_be("/not/made/yet\n")
+    expect(container.run({ image = "live:1", stdout = "capture" }).stdout).to_be("/not/made/yet\n")
+    fs.write(file, (fs.read(file):gsub("first line", "changed line")))
+    r = mb({ "build", "--quiet", file })
+    expect(r.stdout).to_match("^built live:1")
+    expect(r.stdout).not_to_match("changed line")
+  end)
 end)
 
 describe("debootstrap", function()

@@ -23,9 +23,23 @@ function errors.new(message, fields)
   return setmetatable(e, Error)
 end
 
---- Raises an error object; level as for error() (1: the caller of raise).
+-- The first line on the stack outside the stdlib: where a script called into it.
+local function script_line()
+  for level = 3, 64 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then return nil end
+    if info.currentline > 0 and info.what ~= "C" and not info.source:find("stdlib/moonbox/", 1, true) then
+      return info.short_src .. ":" .. info.currentline
+    end
+  end
+end
+
+--- Raises an error object; level as for error() (1: the caller of raise). The object records
+-- `where` the script called into the stdlib, for the one-line report at the top.
 function errors.raise(message, fields, level)
-  error(errors.new(message, fields), level == 0 and 0 or (level or 1) + 1)
+  local e = errors.new(message, fields)
+  e.where = e.where or script_line()
+  error(e, level == 0 and 0 or (level or 1) + 1)
 end
 
 function errors.is(e) return getmetatable(e) == Error end

@@ -654,6 +654,7 @@ end
 -- uses any more, unless `keep_blobs`.
 function image.remove(name, keep_blobs)
   name = image.ref(name)
+  if not sys.stat(path("index.json")) then fail("no image " .. name, 2) end
   local idx = load_index()
   local kept, found = {}, false
   for _, m in ipairs(idx.manifests or {}) do

@@ -168,9 +168,15 @@ public final class Runtime {
         return 0
     }
 
+    /// Prints an uncaught error: one line, "moonbox: FILE:LINE: message"; the traceback only
+    /// with --debug (MOONBOX_DEBUG=1).
     public func report(_ message: String) {
+        var text = message
+        if getenv("MOONBOX_DEBUG").map({ String(cString: $0) }) != "1", let r = text.firstRange(of: "\nstack traceback:") {
+            text = String(text[..<r.lowerBound])
+        }
         fflush(stdout)
-        fputs("moonbox: \(message)\n", stderr)
+        fputs("moonbox: \(text)\n", stderr)
         fflush(stderr)
     }
 

@@ -17,10 +17,14 @@ local users = require "moonbox.container.users"
 local child = {}
 
 -- A test-only stop at a named step (MOONBOX_TEST_FAULT), so a crash test can SIGKILL moonbox
--- exactly there. Read once; unset, it costs one comparison.
+-- exactly there: the process renames itself "fault-STEP" and sleeps (a pid namespace's init would
+-- ignore a SIGSTOP). Read once; unset, it costs one comparison.
 local fault_point = os.getenv("MOONBOX_TEST_FAULT")
 function child.fault(name)
-  if fault_point == name then sys.kill(sys.getpid(), "STOP") end
+  if fault_point == name then
+    sys.prctl("set_name", ("fault-" .. name):sub(1, 15))
+    while true do sys.nanosleep(3600) end
+  end
 end
 
 local function check(step, ok, msg, errno, ...)
