@@ -110,7 +110,6 @@ long mb_copy_file_range(int src, long long *in_off, int dst, size_t len) {
 }
 
 int mb_ioctl_int(int fd, unsigned long request, int arg) { return ioctl(fd, request, arg); }
-int mb_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 int mb_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
 int mb_openat(int dirfd, const char *path, int flags, mode_t mode) { return openat(dirfd, path, flags, mode); }
 

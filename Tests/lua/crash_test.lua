@@ -21,16 +21,6 @@ end
 -- The state letter: R, S, T (stopped), Z, or nil when gone.
 local function proc_state(pid) return select(2, process.start_time(pid)) end
 
-local function wait_until(fn, seconds)
-  local deadline = sys.clock_gettime() + (seconds or 10)
-  while sys.clock_gettime() < deadline do
-    local v = fn()
-    if v then return v end
-    sys.nanosleep(0.01)
-  end
-  return nil
-end
-
 -- Every descendant of pid, from /proc.
 local function descendants(pid)
   local children = {}
@@ -93,7 +83,7 @@ describe("SIGKILL at each step of a container start", function()
         if f then f:close() end
         return name
       end
-      local stopped = wait_until(function()
+      local stopped = eventually(function()
         for _, p in ipairs({ pid, table.unpack(descendants(pid)) }) do
           if (comm(p) or ""):match("^fault%-") then return p end
         end
@@ -101,7 +91,7 @@ describe("SIGKILL at each step of a container start", function()
       expect(stopped).to_be_truthy()
       if step == "after_exec" then
         -- The command really runs: sleep, as uid 1000, below moonbox.
-        expect(wait_until(function()
+        expect(eventually(function()
           for _, d in ipairs(descendants(pid)) do
             local cmd = io.open("/proc/" .. d .. "/comm")
             if cmd and cmd:read("l") == "sleep" then return true end
@@ -114,7 +104,7 @@ describe("SIGKILL at each step of a container start", function()
       assert(sys.kill(pid, "KILL"))
       sys.wait(pid)
       for _, p in ipairs(family) do
-        expect(wait_until(function() local s = proc_state(p) return s == nil or s == "Z" end, 5)).to_be(true)
+        expect(eventually(function() local s = proc_state(p) return s == nil or s == "Z" end, 5)).to_be(true)
       end
       local groups = {}
       for _, name in ipairs(recs) do
@@ -170,7 +160,7 @@ describe("the child side", function()
       local container = require "moonbox.container"
       container.run({ rootfs = arg[1], command = { "/bin/true" }, setup = function() while true do end end })
     ]], { MOONBOX_STATE = state, PATH = "/usr/bin:/bin" })
-    expect(wait_until(function() return #descendants(pid) > 0 and #records(state) > 0 end)).to_be(true)
+    expect(eventually(function() return #descendants(pid) > 0 and #records(state) > 0 end)).to_be(true)
     local family = descendants(pid)
     sys.nanosleep(0.2)
     assert(sys.kill(pid, "TERM"))
@@ -221,7 +211,7 @@ describe("a gc that tells the truth", function()
       io.open(arg[1] .. "/../started-" .. require("moonbox.sys").getpid(), "w"):close()
       c:wait()
     ]], { MOONBOX_STATE = state, PATH = "/usr/bin:/bin" })
-    expect(wait_until(function() return sys.stat(base.path .. "/started-" .. pid) end)).to_be_truthy()
+    expect(eventually(function() return sys.stat(base.path .. "/started-" .. pid) end)).to_be_truthy()
     local rec = json.decode(fs.read(state .. "/" .. records(state)[1]))
     assert(sys.kill(pid, "KILL"))
     sys.wait(pid)
@@ -245,7 +235,7 @@ describe("a gc that tells the truth", function()
     assert(sys.mkdir(store .. "/tmp/import-1-2-abcdef"))     -- a temporary folder of a dead moonbox
     local zombie = assert(sys.fork())
     if zombie == 0 then sys._exit(0) end
-    wait_until(function() return proc_state(zombie) == "Z" end)
+    eventually(function() return proc_state(zombie) == "Z" end)
     local start = process.start_time(zombie)
     fs.write(state .. "/zombie.json", json.encode({ id = "zombie", owner = zombie, owner_start = start, dirs = {} }))
     local r = gc()

@@ -20,16 +20,6 @@ local function setup()
   host_before = test.host_state()
 end
 
-local function wait_until(fn, seconds)
-  local deadline = sys.clock_gettime() + (seconds or 20)
-  while sys.clock_gettime() < deadline do
-    local v = fn()
-    if v then return v end
-    sys.nanosleep(0.02)
-  end
-  return nil
-end
-
 local function listing(dir)
   local out = {}
   for _, n in ipairs(sys.listdir(dir) or {}) do out[#out + 1] = n end
@@ -118,7 +108,7 @@ describe("interrupted work leaves nothing", function()
         local p = place(job .. "-" .. sig)
         local argv, started = jobs[job](p)
         local pid = spawn(argv, p.env)
-        expect(wait_until(started)).to_be(true)
+        expect(eventually(started)).to_be(true)
         sys.nanosleep(0.1)
         assert(sys.kill(pid, sig))
         local st = sys.wait(pid)

@@ -102,27 +102,19 @@ local function orphans(live_ids, options)
   local ok, image = pcall(require, "moonbox.image")
   if not ok then return found end
   local root = image.root()
-  for _, name in ipairs(sys.listdir(root .. "/containers") or {}) do
-    if not live_ids[name] then
-      local d = root .. "/containers/" .. name
-      local entry = { id = name, removed = { "folder " .. d }, problems = {} }
-      if not options.dry_run then
-        local okr, msg = sys.remove_tree(d)
-        if not okr then entry.problems[1] = msg end
-      end
-      found[#found + 1] = entry
+  local function remove(id, what, p)
+    local entry = { id = id, removed = { what .. " " .. p }, problems = {} }
+    if not options.dry_run then
+      local okr, msg = sys.remove_tree(p)
+      if not okr then entry.problems[1] = msg end
     end
+    found[#found + 1] = entry
+  end
+  for _, name in ipairs(sys.listdir(root .. "/containers") or {}) do
+    if not live_ids[name] then remove(name, "folder", root .. "/containers/" .. name) end
   end
   for _, name in ipairs(sys.listdir(root .. "/tmp") or {}) do
-    if owner_gone(name) then
-      local p = root .. "/tmp/" .. name
-      local entry = { id = "tmp/" .. name, removed = { "temporary " .. p }, problems = {} }
-      if not options.dry_run then
-        local okr, msg = sys.remove_tree(p)
-        if not okr then entry.problems[1] = msg end
-      end
-      found[#found + 1] = entry
-    end
+    if owner_gone(name) then remove("tmp/" .. name, "temporary", root .. "/tmp/" .. name) end
   end
   for _, img in ipairs(image.list()) do
     if img.name:match("^moonbox%-build/") and owner_gone(img.name) then

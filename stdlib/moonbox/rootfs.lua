@@ -3,6 +3,8 @@
 --   rootfs.from_tar(tar, dir)               unpack a rootfs tarball (what `docker export` makes)
 local sys = require "moonbox.sys"
 local process = require "moonbox.process"
+local errors = require "moonbox.errors"
+local check = require "moonbox.check"
 
 local rootfs = {}
 
@@ -38,7 +40,7 @@ rootfs.relative_link = relative_link
 -- (relative, so the tree works wherever it is mounted), and the usual top folders.
 function rootfs.busybox(dir, opts)
   opts = opts or {}
-  process.check_options("rootfs.busybox", opts, { busybox = true })
+  check.options("rootfs.busybox", opts, { busybox = true })
   if type(dir) ~= "string" or dir == "" then error("rootfs.busybox: dir must be a path", 2) end
   local busybox = opts.busybox or find_busybox()
   local probe = process.run({ busybox, "--list-full" })
@@ -71,15 +73,19 @@ function rootfs.busybox(dir, opts)
   return dir
 end
 
---- Unpacks a root filesystem tarball into `dir`, keeping owners and modes.
-function rootfs.from_tar(tar, dir)
-  if type(tar) ~= "string" then error("rootfs.from_tar: tar must be a path", 2) end
-  if type(dir) ~= "string" then error("rootfs.from_tar: dir must be a path", 2) end
-  local st = sys.stat(tar)
-  if not st then error("rootfs.from_tar: no such file: " .. tar, 2) end
-  assert(sys.mkdir(dir))
-  local r = process.run({ "tar", "--numeric-owner", "-xpf", tar, "-C", dir })
-  if r.code ~= 0 then error("rootfs.from_tar: tar failed for " .. tar .. ": " .. r.stderr, 2) end
+--- Unpacks a root filesystem tarball (plain, gzip or zstd; what `docker export` makes) into
+-- `dir`, keeping owners and modes, with moonbox's safe extraction: nothing outside `dir`,
+-- nothing through a symlink, no device nodes or set-id bits unless asked (opts.allow_devices,
+-- opts.allow_setuid).
+function rootfs.from_tar(tar, dir, opts)
+  opts = opts or {}
+  check.options("rootfs.from_tar", opts, { allow_devices = true, allow_setuid = true })
+  check.string("rootfs.from_tar", "tar", tar)
+  check.string("rootfs.from_tar", "dir", dir)
+  if not sys.stat(tar) then errors.raise("rootfs.from_tar: no such file: " .. tar, { op = "rootfs" }, 2) end
+  errors.check({ op = "mkdir" }, sys.mkdir(dir))
+  local ok, msg = sys.archive_extract(tar, dir, { allow_devices = opts.allow_devices or false, allow_setuid = opts.allow_setuid or false })
+  if not ok then errors.raise("rootfs.from_tar: " .. msg, { op = "extract" }, 2) end
   return dir
 end
 

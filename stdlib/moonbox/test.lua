@@ -108,10 +108,19 @@ function test.expect(actual)
   return e
 end
 
--- MARK: collecting tests
+--- Calls fn every 10 ms until it returns a true value (returned) or `seconds` pass (nil):
+-- for waiting on what another process does.
+function test.eventually(fn, seconds)
+  local deadline = sys.clock_gettime() + (seconds or 10)
+  while true do
+    local v = fn()
+    if v then return v end
+    if sys.clock_gettime() >= deadline then return nil end
+    sys.nanosleep(0.01)
+  end
+end
 
-local Suite = {}
-Suite.__index = Suite
+-- MARK: collecting tests
 
 local function new_group(name, parent)
   return { name = name, parent = parent, children = {}, before = {}, after = {} }
@@ -160,6 +169,7 @@ local function api(file_group)
     error(setmetatable({ message = reason or "skipped" }, Skip), 0)
   end
   env.expect = test.expect
+  env.eventually = test.eventually
   -- needs_root(): skip the test with a visible reason unless running as root.
   function env.needs_root()
     if sys.geteuid() ~= 0 then env.skip("needs root") end
@@ -443,35 +453,27 @@ function test.run(options)
   return counts, results
 end
 
---- `moonbox test [--tap] [--junit FILE] [--filter PATTERN] [--verbose] [PATH...]`
+--- `moonbox test [--tap] [--junit FILE] [--filter PATTERN] [--verbose] [--check-host] [PATH...]`
 function test.main(args)
-  local options = { paths = {}, reporters = {} }
-  local tap, verbose, junit = false, false, nil
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    if a == "--tap" then
-      tap = true
-    elseif a == "--verbose" or a == "-v" then
-      verbose = true
-    elseif a == "--check-host" then
-      options.check_host = true
-    elseif a == "--junit" or a == "--filter" then
-      local v = args[i + 1]
-      if not v then error("moonbox test: " .. a .. " needs a value", 0) end
-      if a == "--junit" then junit = v else options.filter = v end
-      i = i + 1
-    elseif a:match("^%-") then
-      error("moonbox test: unknown option " .. a .. " (known: --tap, --junit FILE, --filter PATTERN, --verbose, --check-host)", 0)
-    else
-      options.paths[#options.paths + 1] = a
-    end
-    i = i + 1
-  end
+  local cli = require "moonbox.cli"
+  local o = cli.parse("test", args, {
+    usage = "moonbox test [--tap] [--junit FILE] [--filter PATTERN] [--verbose] [--check-host] [PATH...]",
+    about = "Runs *_test.lua files written with moonbox.test; PATH defaults to the current folder.",
+    any_positional = true,
+    options = {
+      { "--tap", kind = "flag", help = "TAP output" },
+      { "--junit", kind = "string", metavar = "FILE", help = "also write a JUnit XML report" },
+      { "--filter", kind = "string", metavar = "PATTERN", help = "only tests whose full name matches (a Lua pattern)" },
+      { "--verbose", "-v", kind = "flag", help = "a line per test" },
+      { "--check-host", kind = "flag", help = "a last test: the host's mounts, moonbox cgroups and hostname are unchanged" },
+    },
+  })
+  local options = { paths = o.args, reporters = {}, filter = o.filter, check_host = o["check-host"] }
   if #options.paths == 0 then options.paths[1] = "." end
-  table.insert(options.reporters, tap and reporters.tap(io.stdout) or reporters.plain(io.stdout, verbose))
-  if junit then table.insert(options.reporters, reporters.junit(junit)) end
-  local counts = test.run(options)
+  table.insert(options.reporters, o.tap and reporters.tap(io.stdout) or reporters.plain(io.stdout, o.verbose))
+  if o.junit then table.insert(options.reporters, reporters.junit(o.junit)) end
+  local counts
+  cli.main("test", function() counts = test.run(options) end, 1)
   local failed = counts.failed + counts.errored
   io.stdout:write(string.format("%d passed, %d failed, %d skipped\n", counts.passed, failed, counts.skipped))
   io.stdout:flush()

@@ -27,10 +27,6 @@
 
 // ---- Lua macros ----
 static inline void mb_lua_pop(lua_State *L, int n) { lua_settop(L, -(n)-1); }
-static inline void mb_lua_newtable(lua_State *L) { lua_createtable(L, 0, 0); }
-static inline const char *mb_lua_tostring(lua_State *L, int i) { return lua_tolstring(L, i, NULL); }
-static inline int mb_lua_upvalueindex(int i) { return LUA_REGISTRYINDEX - i; }
-static inline int mb_lua_registryindex(void) { return LUA_REGISTRYINDEX; }
 static inline void mb_lua_insert(lua_State *L, int i) { lua_rotate(L, i, 1); }
 static inline void mb_lua_remove(lua_State *L, int i) { lua_rotate(L, i, -1); lua_settop(L, -2); }
 static inline int mb_lua_pcall(lua_State *L, int nargs, int nresults, int msgh) {
@@ -84,7 +80,6 @@ int mb_close_range(unsigned first, unsigned last, int flags);
 // copy_file_range(2) from *in_off in src to the current offset of dst.
 long mb_copy_file_range(int src, long long *in_off, int dst, size_t len);
 int mb_ioctl_int(int fd, unsigned long request, int arg);
-int mb_ioctl_ptr(int fd, unsigned long request, void *arg);
 int mb_open(const char *path, int flags, mode_t mode);
 int mb_openat(int dirfd, const char *path, int flags, mode_t mode);
 // Mount id of a path through statx(STATX_MNT_ID); -1 with errno on failure.
@@ -170,9 +165,6 @@ int mb_sigprocmask(int how, unsigned long long bits);
 
 // Constants Swift imports badly or not at all.
 static inline int mb_TIOCSCTTY(void) { return TIOCSCTTY; }
-static inline int mb_TIOCSWINSZ(void) { return TIOCSWINSZ; }
-static inline int mb_TIOCGWINSZ(void) { return TIOCGWINSZ; }
-static inline int mb_TIOCSTI(void) { return TIOCSTI; }
 static inline int mb_AT_EMPTY_PATH(void) { return 0x1000; }  // AT_EMPTY_PATH, a _GNU_SOURCE name
 
 #endif

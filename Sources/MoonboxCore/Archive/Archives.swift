@@ -51,6 +51,15 @@ private func openArchive(_ source: (path: String?, fd: Int32, label: String), ra
     return (ar, nil)
 }
 
+/// Sets `skipped` (names) and `skipped_why` (name -> reason) on the table at the top.
+private func pushSkipped(_ lua: Lua, _ names: [String], _ why: [String: String]) {
+    lua.set("skipped") { lua.push(list: names) }
+    lua.set("skipped_why") {
+        lua.newTable()
+        for (k, v) in why { lua.set(k, v) }
+    }
+}
+
 private let compressionNames: [Int32: String] = [0: "none", 1: "gzip", 2: "bzip2", 6: "xz", 14: "zstd", 5: "lzma", 9: "lz4"]
 
 let archiveFunctions: [(String, LuaFunction)] = [
@@ -111,11 +120,7 @@ let archiveFunctions: [(String, LuaFunction)] = [
         lua.newTable()
         lua.set("files", x.files)
         lua.set("bytes", x.bytes)
-        lua.set("skipped") { lua.push(list: x.skipped) }
-        lua.set("skipped_why") {
-            lua.newTable()
-            for (k, v) in x.skippedWhy { lua.set(k, v) }
-        }
+        pushSkipped(lua, x.skipped, x.skippedWhy)
         return 1
     }),
     // archive_create(folder, archive [, {compression="gzip"|"zstd"|"none"}]): a layer tar of the
@@ -158,11 +163,7 @@ let archiveFunctions: [(String, LuaFunction)] = [
         if let failure { return lua.fail(message: failure, errnoName: "EIO") }
         lua.newTable()
         lua.set("entries", c.count)
-        lua.set("skipped") { lua.push(list: c.skipped) }
-        lua.set("skipped_why") {
-            lua.newTable()
-            for (k, v) in c.skippedWhy { lua.set(k, v) }
-        }
+        pushSkipped(lua, c.skipped, c.skippedWhy)
         return 1
     }),
     // archive_diff_id(archive): the sha256 of the archive's uncompressed stream (an OCI diff_id)

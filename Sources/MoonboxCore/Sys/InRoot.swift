@@ -80,6 +80,15 @@ func openInRoot(_ root: Int32, _ given: String, flags: Int32, create: CreateKind
     return mb_openat2(root, path, flags | O_CLOEXEC, 0, resolveInRoot)
 }
 
+extension Args {
+    /// A single path component: no "/", and not "." or "..".
+    func component(_ i: Int32, _ name: String) throws -> String {
+        let s = try string(i, name)
+        guard !s.isEmpty, !s.contains("/"), s != "..", s != "." else { throw error(i, name, "must be one path component") }
+        return s
+    }
+}
+
 let inRootFunctions: [(String, LuaFunction)] = [
     // open_in_root(root, path [, {create = "dir"|"file", mode = 0755, flags = {...}}]): an fd
     // for path as seen from inside the folder fd `root`, never outside it. flags are open's
@@ -115,8 +124,7 @@ let inRootFunctions: [(String, LuaFunction)] = [
     ("mknodat", { lua in
         let a = Args(lua, "mknodat")
         let dir = try a.fd(1, "dirfd")
-        let name = try a.string(2, "name")
-        guard !name.contains("/"), name != "..", name != "." else { throw a.error(2, "name", "must be one path component") }
+        let name = try a.component(2, "name")
         let typeName = try a.string(3, "type")
         guard let type = mknodTypes[typeName] else { throw a.error(3, "type", "must be char, block, fifo, file or socket") }
         let mode = try a.mode(4, "mode", default: 0o666)
@@ -131,8 +139,7 @@ let inRootFunctions: [(String, LuaFunction)] = [
         let a = Args(lua, "symlinkat")
         let target = try a.string(1, "target")
         let dir = try a.fd(2, "dirfd")
-        let name = try a.string(3, "name")
-        guard !name.contains("/"), name != "..", name != "." else { throw a.error(3, "name", "must be one path component") }
+        let name = try a.component(3, "name")
         return Glibc.symlinkat(target, dir, name) == 0 ? lua.ok() : lua.fail("symlinkat(\(name) -> \(target))")
     }),
 ]
