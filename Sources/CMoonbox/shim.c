@@ -15,6 +15,10 @@
 #include <termios.h>
 #include <net/if.h>
 #include <sys/socket.h>
+#include <sys/file.h>
+#include <linux/if_packet.h>
+#include <linux/if_ether.h>
+#include <arpa/inet.h>
 #include <sys/vfs.h>
 #include <linux/loop.h>
 
@@ -270,24 +274,6 @@ int mb_openpty(const char *ptmx, int *master, int *slave, char *name, size_t nam
     return 0;
 }
 
-int mb_netdev_set_up(const char *name, int up) {
-    struct ifreq ifr;
-    if (strlen(name) >= IFNAMSIZ) { errno = ENAMETOOLONG; return -1; }
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    memset(&ifr, 0, sizeof ifr);
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    int r = ioctl(fd, SIOCGIFFLAGS, &ifr);
-    if (r == 0) {
-        if (up) ifr.ifr_flags |= IFF_UP; else ifr.ifr_flags &= ~IFF_UP;
-        r = ioctl(fd, SIOCSIFFLAGS, &ifr);
-    }
-    int e = errno;
-    close(fd);
-    errno = e;
-    return r;
-}
-
 int mb_tty_get_winsize(int fd, unsigned short *rows, unsigned short *cols) {
     struct winsize ws;
     if (ioctl(fd, TIOCGWINSZ, &ws) != 0) return -1;
@@ -304,6 +290,23 @@ size_t mb_termios_size(void) { return sizeof(struct termios); }
 int mb_tcgetattr(int fd, void *out) { return tcgetattr(fd, (struct termios *)out); }
 int mb_tcsetattr(int fd, const void *in) { return tcsetattr(fd, TCSADRAIN, (const struct termios *)in); }
 void mb_cfmakeraw(void *t) { cfmakeraw((struct termios *)t); }
+
+int mb_accept4(int fd, void *addr, unsigned int *len, int flags) {
+    return accept4(fd, (struct sockaddr *)addr, (socklen_t *)len, flags);
+}
+
+/* ns < 0: no timeout. */
+int mb_ppoll(struct pollfd *fds, unsigned long n, long long ns) {
+    struct timespec ts = { .tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL };
+    return ppoll(fds, (nfds_t)n, ns < 0 ? NULL : &ts, NULL);
+}
+
+int mb_packet_bind(int fd, int ifindex) {
+    struct sockaddr_ll ll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = ifindex };
+    return bind(fd, (struct sockaddr *)&ll, sizeof ll);
+}
+
+int mb_flock(int fd, int operation) { return flock(fd, operation); }
 
 int mb_send_fd(int sock, int fd) {
     char byte = 'f';

@@ -17,11 +17,13 @@ struct Moonbox: ParsableCommand {
           moonbox box --rootfs ./rootfs --memory 256M -- /bin/sh -c 'echo hi'
           moonbox sandbox --rootfs ./rootfs --time 1 --mem 64M --meta meta.txt -- ./prog
           moonbox test Tests/lua           run *_test.lua files
+          moonbox network create lab --subnet 10.89.0.0/24
+          moonbox box --rootfs ./rootfs --network lab -p 8080:80 -- httpd -f
           moonbox gc                       remove what killed runs left behind
         Errors are one line; `moonbox --debug COMMAND ...` (or MOONBOX_DEBUG=1) adds tracebacks.
         """,
         version: moonboxVersion,
-        subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Images.self, Image.self, Build.self, Pull.self, Push.self, Gc.self, Test.self],
+        subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Images.self, Image.self, Build.self, Pull.self, Push.self, Network.self, Gc.self, Test.self],
         defaultSubcommand: Run.self
     )
 }
@@ -175,6 +177,20 @@ struct Gc: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "[--dry-run]")
     var arguments: [String] = []
     func run() throws { runStdlib("moonbox.gc", arguments) }
+}
+
+struct Network: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create, list and remove networks that outlive one moonbox process.",
+        discussion: """
+        moonbox network create NAME [--subnet CIDR] [--subnet6 CIDR] [--host] [--masquerade] [--mtu N]
+        moonbox network ls [--json]
+        moonbox network rm NAME... [--force]
+        """
+    )
+    @Argument(parsing: .captureForPassthrough, help: "create|ls|rm ...")
+    var arguments: [String] = []
+    func run() throws { runStdlib("moonbox.net.cli", arguments) }
 }
 
 // --debug, before the command, shows tracebacks for every error (as MOONBOX_DEBUG=1 does).

@@ -23,7 +23,12 @@ box.spec = {
     { "--cpus", kind = "number", min = 0.001, max = 4096, help = "CPU limit, e.g. 0.5" },
     { "--disk", kind = "size", help = "cap on what the container writes to its rootfs, e.g. 1G" },
     { "--hostname", kind = "string", help = "hostname inside" },
-    { "--net", kind = "string", aliases = { "--network" }, metavar = "none|host", help = "network: only lo (default), or the host's" },
+    { "--network", kind = "list", aliases = { "--net" }, metavar = "none|host|NAME",
+      help = "only lo (default), the host's, or a network (moonbox network create); repeatable" },
+    { "--ip", kind = "string", metavar = "ADDR", help = "the IPv4 address on the (first) network" },
+    { "--ip6", kind = "string", metavar = "ADDR", help = "the IPv6 address on the (first) network" },
+    { "--network-alias", kind = "list", key = "alias", metavar = "NAME", help = "another name on the (first) network" },
+    { "--publish", "-p", kind = "list", metavar = "[IP:][HOST:]PORT[/udp]", help = "publish a container port on the host" },
     { "--volume", "-v", kind = "list", key = "volume", metavar = "SRC:DST[:ro]", help = "bind mount" },
     { "--tmpfs", kind = "list", metavar = "DST[:SIZE]", help = "a tmpfs mount" },
     { "--env", "-e", kind = "pairs", key = "env", help = "environment variable" },
@@ -46,8 +51,31 @@ function box.parse(args)
   if not o.image and (not o.command or #o.command == 0) then
     cli.fail("box", "give the command after --, e.g. -- /bin/sh\nusage: " .. box.spec.usage, 125)
   end
+  local network, networks
+  for _, n in ipairs(o.network or {}) do
+    if n == "none" or n == "host" then
+      network = n
+    else
+      networks = networks or {}
+      networks[#networks + 1] = n
+    end
+  end
+  if networks then
+    -- the first network takes --ip, --ip6 and the aliases
+    local first = networks[1]
+    if o.ip or o.ip6 or o.alias then
+      networks = { [first] = { ip = o.ip, ip6 = o.ip6, aliases = o.alias } }
+      for k = 2, #(o.network or {}) do
+        local n = o.network[k]
+        if n ~= "none" and n ~= "host" and n ~= first then networks[n] = {} end
+      end
+    end
+  elseif o.ip or o.ip6 or o.alias then
+    cli.fail("box", "--ip, --ip6 and --network-alias need --network NAME", 125)
+  end
   local spec = {
-    rootfs = o.rootfs, image = o.image, name = o.name, hostname = o.hostname, network = o.net, env = o.env,
+    rootfs = o.rootfs, image = o.image, name = o.name, hostname = o.hostname, network = network, env = o.env,
+    networks = networks, ports = o.publish,
     cwd = o.workdir, user = o.user, readonly_rootfs = o["read-only"] or nil, init = o.init or nil,
     timeout = o.timeout, tty = o.tty or nil, mounts = {},
     limits = { memory = o.memory, swap = o.swap, pids = o.pids, cpus = o.cpus, disk = o.disk },

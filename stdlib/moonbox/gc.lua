@@ -14,7 +14,7 @@ local gc = {}
 
 -- The folders below which gc may remove what records name.
 local function roots()
-  local list = { state.dir() .. "/boxes/" }
+  local list = { state.dir() .. "/boxes/", state.dir() .. "/hosts/", state.dir() .. "/networks/" }
   local ok, image = pcall(require, "moonbox.image")
   if ok then
     list[#list + 1] = image.root() .. "/containers/"
@@ -64,6 +64,13 @@ function gc.collect_one(rec, options)
         end
       end
       entry.removed[#entry.removed + 1] = "cgroup " .. leaf
+    end
+  end
+  -- helper processes (port proxies, relays, keepers) the record names, if they still run
+  for _, h in ipairs(type(rec.helpers) == "table" and rec.helpers or {}) do
+    if state.alive(h.pid, h.start) then
+      if not options.dry_run then sys.kill(h.pid, "KILL") end
+      entry.removed[#entry.removed + 1] = "process " .. tostring(h.name or "helper") .. " " .. h.pid
     end
   end
   for i = #(rec.dirs or {}), 1, -1 do
@@ -143,6 +150,9 @@ function gc.collect(options)
     end
   end
   for _, e in ipairs(orphans(live, options)) do report[#report + 1] = e end
+  -- live networks: members and leases of processes that are gone
+  local okn, net = pcall(require, "moonbox.net")
+  if okn then for _, e in ipairs(net.sweep(options)) do report[#report + 1] = e end end
   return report
 end
 

@@ -33,12 +33,20 @@ function process.alive(pid, start)
   return t ~= nil and t == start and letter ~= "Z" and letter ~= "X"
 end
 
-local my_start
+local my_pid, my_start
+
+--- This process as records name an owner: its pid and start time (a forked child is itself).
+function process.me()
+  local pid = sys.getpid()
+  if pid ~= my_pid then my_pid, my_start = pid, process.start_time(pid) end
+  return pid, my_start
+end
+
 --- "PREFIX-PID-START-": a name that says which process made it, so gc can tell whether its
 -- maker still runs.
 function process.owned_name(prefix)
-  my_start = my_start or process.start_time(sys.getpid())
-  return string.format("%s-%d-%d-", prefix, sys.getpid(), my_start or 0)
+  local pid, start = process.me()
+  return string.format("%s-%d-%d-", prefix, pid, start or 0)
 end
 
 --- Kept for callers of the old name: unknown option keys are refused.
@@ -58,6 +66,68 @@ function process.child(fn, report, code)
   if not ok and report then pcall(report, err) end
   -- report may set err.exit (127 for a command that is not there, say)
   sys._exit(ok and 0 or (errors.is(err) and math.type(err.exit) == "integer" and err.exit) or code or 125)
+end
+
+--- Lets go of every fd from 3 up but those in `keep` (fd objects or numbers). Each goes by
+-- dup2 of /dev/null over it, not close: a Lua fd object may still name the number, and its
+-- __gc must not close a socket made later under the same number.
+function process.close_fds_except(keep)
+  local kept = {}
+  for _, fd in ipairs(keep) do kept[type(fd) == "number" and fd or fd:fileno()] = true end
+  local null = assert(sys.open("/dev/null", "rdwr"))
+  kept[null:fileno()] = true
+  for _, name in ipairs(sys.listdir("/proc/self/fd") or {}) do
+    local n = tonumber(name)
+    if n and n > 2 and not kept[n] and sys.readlink("/proc/self/fd/" .. name) then sys.dup2(null, n) end
+  end
+  null:close()
+end
+
+--- Starts a helper process of moonbox's own (a keeper, a link relay, a port proxy) running
+-- body(ready): the helper calls ready() once it serves, and this returns its pid then; an error
+-- before that is raised here. The helper has default signal dispositions and its name in ps.
+-- opts.daemon: it outlives this process (own session, stdio on /dev/null); otherwise it dies
+-- with this process (PR_SET_PDEATHSIG). opts.keep: the fds (objects or numbers) it keeps
+-- besides 0-2; every other fd is closed in it, so that it never holds a pipe another process
+-- waits on (a container's stdin, a keeper's hold). Without opts.keep, it keeps all.
+function process.helper(name, body, opts)
+  opts = opts or {}
+  local ready_r, ready_w = assert(sys.pipe())
+  local parent = sys.getpid()
+  local pid, msg = sys.fork()
+  if not pid then errors.raise(name .. ": " .. msg, { op = "fork", code = 125 }, 2) end
+  if pid == 0 then
+    process.child(function()
+      ready_r:close()
+      if opts.keep then process.close_fds_except({ ready_w, table.unpack(opts.keep) }) end
+      sys.signal("all", "default")
+      sys.sigprocmask("setmask", {})
+      if opts.daemon then
+        -- It lets go of the caller's terminal and pipes (a `$(moonbox ...)` would wait on them).
+        sys.setsid()
+        local null = assert(sys.open("/dev/null", "rdwr"))
+        for fd = 0, 2 do sys.dup2(null, fd) end
+        null:close()
+      else
+        sys.prctl("set_pdeathsig", "KILL")
+        if sys.getppid() ~= parent then sys._exit(1) end  -- the parent died before the line above
+      end
+      sys.prctl("set_name", name)
+      body(function()
+        sys.write(ready_w, "r")
+        ready_w:close()
+      end)
+    end, function(e) sys.write(ready_w, tostring(e)) end, 1)
+  end
+  ready_w:close()
+  local answer = process.read_all(ready_r, 4096)
+  ready_r:close()
+  if answer ~= "r" then
+    sys.kill(pid, "KILL")
+    sys.wait(pid)
+    errors.raise(name .. ": " .. (answer ~= "" and answer or "ended before it was ready"), { code = 125 }, 2)
+  end
+  return pid
 end
 
 --- exec for a child of moonbox: every signal disposition back to its default and the signal

@@ -177,7 +177,7 @@ end
 --   skel/    a small tmpfs holding the overlay's upper and work folders
 --   root/    the overlay: the rootfs (or an image's layers) below, skel/upper above, with the
 --            box's mount points made in the upper
-local function keeper_body(self, o, lowers, ready_w, hold_r)
+local function keeper_body(self, o, lowers, ready, hold_r)
   local dir = self.dir
   local function step(what, ok, msg)
     if not ok then error(what .. ": " .. tostring(msg), 0) end
@@ -204,8 +204,7 @@ local function keeper_body(self, o, lowers, ready_w, hold_r)
     fd:close()
   end
   root:close()
-  sys.write(ready_w, "r")
-  ready_w:close()
+  ready()
   if hold_r then
     sys.read(hold_r, 1)  -- until the box closes (or its owner dies)
   else
@@ -256,34 +255,15 @@ function sandbox.open(opts, daemon_id)
   self.token = cleanup.add(function() self:close() end, "sandbox " .. id)
   local ok, err = pcall(function()
     errors.check({ op = "mkdir" }, sys.mkdir(self.dir, tonumber("700", 8)))
-    local ready_r, ready_w = assert(sys.pipe())
     local hold_r, hold_w
     if not self.daemon then hold_r, hold_w = assert(sys.pipe()) end
-    local pid = assert(sys.fork())
-    if pid == 0 then
-      process.child(function()
-        ready_r:close()
-        if hold_w then hold_w:close() end
-        if self.daemon then
-          -- A box of the command line outlives the command: its keeper lets go of the caller's
-          -- terminal and pipes (a `$(moonbox sandbox --init ...)` would wait on them forever).
-          sys.setsid()
-          local null = assert(sys.open("/dev/null", "rdwr"))
-          for fd = 0, 2 do sys.dup2(null, fd) end
-          null:close()
-        else
-          sys.prctl("set_pdeathsig", "KILL")
-        end
-        sys.prctl("set_name", "moonbox-keeper")
-        keeper_body(self, o, lowers, ready_w, hold_r)
-      end, function(e) sys.write(ready_w, tostring(e)) end, 1)
-    end
-    ready_w:close()
+    local okk, pid = pcall(process.helper, "moonbox-keeper", function(ready)
+      if hold_w then hold_w:close() end
+      keeper_body(self, o, lowers, ready, hold_r)
+    end, { daemon = self.daemon })
     if hold_r then hold_r:close() end
-    local answer = process.read_all(ready_r, 4096)
-    ready_r:close()
+    if not okk then errors.raise("sandbox: cannot prepare the box: " .. tostring(pid):gsub("^moonbox%-keeper: ", ""), { code = 2 }, 0) end
     self.keeper, self.hold = pid, hold_w
-    if answer ~= "r" then errors.raise("sandbox: cannot prepare the box: " .. answer, { code = 2 }, 0) end
     -- Records name the keeper: for a box of the command line, it outlives us.
     record:update({ keeper = pid, keeper_start = (process.start_time(pid)) })
     if self.daemon then

@@ -70,7 +70,7 @@ end
 state.start_time = process.start_time
 state.alive = process.alive
 
-local my_start
+state.me = process.me
 
 local Record = { __name = "moonbox.state.record" }
 Record.__index = Record
@@ -82,24 +82,32 @@ Record.__tostring = function(r) return "record(" .. r.path .. ")" end
 -- cannot both win). Other failures raise.
 function state.new(id, fields, kind)
   local dir = state.ensure()
-  my_start = my_start or state.start_time(sys.getpid())
-  local data = { id = id, kind = kind or "container", owner = sys.getpid(), owner_start = my_start,
+  local pid, start = state.me()
+  local data = { id = id, kind = kind or "container", owner = pid, owner_start = start,
     created = os.time(), dirs = {} }
   for k, v in pairs(fields or {}) do data[k] = v end
   local r = setmetatable({ path = dir .. "/" .. id .. ".json", data = data }, Record)
-  local tmp = r.path .. ".tmp" .. sys.getpid()
-  local ok, err = pcall(fs.write_atomic, tmp, json.encode(data), true, tonumber("600", 8))
-  if not ok then errors.raise("cannot record " .. id .. " in the state folder: " .. tostring(err), { op = "state", code = 125 }, 2) end
-  -- link(2) fails when the name exists: the record appears whole, and only once.
-  local linked, msg, errno = sys.link(tmp, r.path)
-  sys.unlink(tmp)
-  if not linked then
+  local ok, err, errno = state.claim(r.path, data)
+  if not ok then
     if errno == "EEXIST" then return nil, "EEXIST" end
-    errors.raise("cannot record " .. id .. " in the state folder: " .. msg, { op = "state", code = 125 }, 2)
+    errors.raise("cannot record " .. id .. " in the state folder: " .. err, { op = "state", code = 125 }, 2)
   end
-  local d = sys.open(dir, { "rdonly", "directory" })
-  if d then sys.fsync(d) d:close() end
   return r
+end
+
+--- Writes `data` as JSON at `path` exclusively and durably: the file appears whole, and only
+-- once (link(2) fails when the name exists: two processes racing for it cannot both win).
+-- Returns true, or nil, msg, errno ("EEXIST" when it is taken).
+function state.claim(path, data)
+  local tmp = path .. ".tmp" .. sys.getpid()
+  local ok, err = pcall(fs.write_atomic, tmp, json.encode(data), true, tonumber("600", 8))
+  if not ok then sys.unlink(tmp) return nil, tostring(err), "EIO" end
+  local linked, msg, errno = sys.link(tmp, path)
+  sys.unlink(tmp)
+  if not linked then return nil, msg, errno end
+  local d = sys.open(path:match("^(.*)/[^/]*$") or ".", { "rdonly", "directory" })
+  if d then sys.fsync(d) d:close() end
+  return true
 end
 
 function Record:update(fields)

@@ -358,7 +358,8 @@ local function find_tests(path, out)
   return out
 end
 
---- What a suite must leave as it found it: the mount table, moonbox cgroups, the hostname.
+--- What a suite must leave as it found it: the mount table, moonbox cgroups, the hostname,
+-- the host's network links, and moonbox's helper processes (relays, proxies, keepers).
 function test.host_state()
   local mounts = {}
   for _, m in ipairs(assert(sys.mounts())) do mounts[#mounts + 1] = m.target .. " " .. m.fstype .. " " .. m.source end
@@ -378,7 +379,19 @@ function test.host_state()
   end
   scan("/sys/fs/cgroup", 0)
   table.sort(cgroups)
-  return { mounts = mounts, cgroups = cgroups, hostname = sys.gethostname() }
+  local links = sys.listdir("/sys/class/net") or {}
+  table.sort(links)
+  local helpers = {}
+  for _, pid in ipairs(sys.listdir("/proc") or {}) do
+    local comm = pid:match("^%d+$") and require("moonbox.fs").read_if_exists("/proc/" .. pid .. "/comm")
+    if comm and comm:match("^moonbox%-") then
+      -- a dead helper whose reaper has not come by yet (a zombie) is gone all the same
+      local _, letter = require("moonbox.process").start_time(tonumber(pid))
+      if letter and letter ~= "Z" and letter ~= "X" then helpers[#helpers + 1] = comm:gsub("%s+$", "") .. " " .. pid end
+    end
+  end
+  table.sort(helpers)
+  return { mounts = mounts, cgroups = cgroups, hostname = sys.gethostname(), links = links, helpers = helpers }
 end
 
 local function state_diff(before, after)
@@ -394,6 +407,8 @@ local function state_diff(before, after)
   end
   diff("mount", before.mounts, after.mounts)
   diff("cgroup", before.cgroups, after.cgroups)
+  diff("link", before.links or {}, after.links or {})
+  diff("moonbox process", before.helpers or {}, after.helpers or {})
   if before.hostname ~= after.hostname then
     problems[#problems + 1] = "hostname changed: " .. tostring(before.hostname) .. " -> " .. tostring(after.hostname)
   end

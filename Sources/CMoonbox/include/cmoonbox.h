@@ -109,9 +109,14 @@ int mb_loop_attach(int backing_fd, int readonly, char *name, size_t namelen);
 int mb_openpty(const char *ptmx, int *master, int *slave, char *name, size_t namelen);
 // Passes an fd over a unix socket (SCM_RIGHTS), as runc's console socket does.
 int mb_send_fd(int sock, int fd);
+/* _GNU_SOURCE socket calls, and a packet socket's bind (struct sockaddr_ll). */
+int mb_accept4(int fd, void *addr, unsigned int *len, int flags);
+int mb_ppoll(struct pollfd *fds, unsigned long n, long long ns);
+int mb_packet_bind(int fd, int ifindex);
+/* flock(2): Swift sees only struct flock under that name. */
+int mb_flock(int fd, int operation);
 int mb_recv_fd(int sock);
 // Sets or clears IFF_UP on a network device, like `ip link set NAME up`.
-int mb_netdev_set_up(const char *name, int up);
 int mb_tty_get_winsize(int fd, unsigned short *rows, unsigned short *cols);
 int mb_tty_set_winsize(int fd, unsigned short rows, unsigned short cols);
 // termios as opaque bytes, so Lua can save and restore a terminal's mode.

@@ -35,7 +35,7 @@ public final class Runtime {
         namespaceFunctions + processFunctions + credentialFunctions + rlimitFunctions + prctlFunctions
         + signalFunctions + clockFunctions + mountFunctions + inRootFunctions + fileFunctions + fdFunctions + terminalFunctions
         + cgroupFunctions + deviceFilterFunctions + introspectionFunctions + seccompFunctions + archiveFunctions
-        + networkDeviceFunctions + sizeFunctions + bufferFunctions + loopFunctions
+        + netlinkFunctions + socketFunctions + sizeFunctions + bufferFunctions + loopFunctions
 
     /// package.preload["moonbox.sys"], then a searcher for MOONBOX_PATH (development),
     /// then the stdlib embedded in the binary, then Lua's own searchers.

@@ -216,6 +216,19 @@ let fdFunctions: [(String, LuaFunction)] = [
         let fd = try Args(lua, "fsync").fd(1, "fd")
         return Glibc.fsync(fd) == 0 ? lua.ok() : lua.fail("fsync(fd \(fd))")
     }),
+    // flock(fd, "ex" | "sh" | "un" [, {"nb"}]): an advisory lock on the whole file, released
+    // with the fd. "nb": nil, msg, "EWOULDBLOCK" instead of waiting.
+    ("flock", { lua in
+        let a = Args(lua, "flock")
+        let fd = try a.fd(1, "fd")
+        let kinds: [String: Int32] = ["ex": LOCK_EX, "sh": LOCK_SH, "un": LOCK_UN]
+        let kindName = try a.string(2, "operation")
+        guard let kind = kinds[kindName] else { throw a.error(2, "operation", "must be ex, sh or un") }
+        let flags = try a.flags(3, "flags", ["nb": LOCK_NB])
+        var r: Int32
+        repeat { r = mb_flock(fd, kind | flags) } while r < 0 && errno == EINTR && !signalWasCaught()
+        return r == 0 ? lua.ok() : lua.fail("flock(fd \(fd), \(kindName))")
+    }),
     ("isatty", { lua in
         let fd = try Args(lua, "isatty").fd(1, "fd")
         lua.push(Glibc.isatty(fd) == 1)
@@ -242,24 +255,39 @@ let fdFunctions: [(String, LuaFunction)] = [
         return lua.ok()
     }),
     // poll(fds, timeout): waits until one of the fds is readable (or hung up, or a
-    // pidfd's process ended) or timeout seconds pass. Returns the ready ones, in order.
+    // pidfd's process ended) or timeout seconds pass (to the nanosecond: ppoll). An entry may
+    // be {fd, "out"} (writable) or {fd, "inout"}. Returns the ready entries, in order.
     ("poll", { lua in
         let a = Args(lua, "poll")
         try a.table(1, "fds")
         let timeout = lua.isNoneOrNil(2) ? nil : try a.seconds(2, "timeout")
         let count = lua.rawLength(1)
         var pfds: [pollfd] = []
+        let wants: [String: Int16] = ["in": Int16(POLLIN), "out": Int16(POLLOUT), "inout": Int16(POLLIN | POLLOUT)]
         for k in 0..<count {
             lua.rawGet(1, k + 1)
             defer { lua.pop() }
-            let fd = try Args(lua, "poll").fd(lua.top, "fds[\(k + 1)]")
-            pfds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0))
+            let entry = lua.top
+            var events = Int16(POLLIN)
+            var fdIndex = entry
+            if lua.type(entry) == LUA_TTABLE && FdObject.slot(lua, entry) == nil {
+                lua.rawGet(entry, 2)
+                let want = lua.type(-1) == LUA_TSTRING ? lua.string(at: -1) : nil
+                lua.pop()
+                guard let want, let e = wants[want] else { throw a.error(1, "fds", "entry \(k + 1): {fd, \"in\"|\"out\"|\"inout\"} expected") }
+                events = e
+                lua.rawGet(entry, 1)
+                fdIndex = lua.top
+            }
+            let fd = try Args(lua, "poll").fd(fdIndex, "fds[\(k + 1)]")
+            if fdIndex != entry { lua.pop() }
+            pfds.append(pollfd(fd: fd, events: events, revents: 0))
         }
         let deadline = timeout.map { monotonicNow() + max($0, 0) }
         var r: Int32
         repeat {
-            let ms: Int32 = deadline.map { Int32(max(0, min(($0 - monotonicNow()) * 1000, 2_000_000_000)).rounded(.up)) } ?? -1
-            r = Glibc.poll(&pfds, nfds_t(pfds.count), ms)
+            let ns = deadline.map { Int64(max(0, min(($0 - monotonicNow()) * 1e9, 9e17))) } ?? -1
+            r = mb_ppoll(&pfds, UInt(pfds.count), ns)
         } while r < 0 && errno == EINTR && !signalWasCaught()
         if r < 0 { return lua.fail("poll(\(pfds.count) fds)") }
         lua.newTable()

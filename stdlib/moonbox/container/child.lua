@@ -215,7 +215,7 @@ function child.main(c, ctx)
     if io.stderr then check("stdio", sys.dup2(io.stderr, 2)) end
     check("setsid", sys.setsid())  -- a session of its own: no TIOCSTI into the caller's terminal
     if c.namespaces.uts then check("sethostname", sys.sethostname(c.hostname or c.env.HOSTNAME)) end
-    if c.namespaces.net and c.network == "none" then check("network", sys.netdev_up("lo")) end
+    if c.namespaces.net and c.network == "none" then check("network", sys.netlink():link_set("lo", { up = true })) end
     child.fault("during_setup")
     local root = make_root(ctx)
     check("mounts", plan.apply(ctx.ops, root, c.namespaces.user, ctx.trees))

@@ -82,6 +82,7 @@ function container.new(s)
   local id = c.name or string.format("mb-%d-%d-%04x", sys.getpid(), counter, math.random(0, 0xffff))
   c.env.HOSTNAME = c.env.HOSTNAME or (s.env and s.env.HOSTNAME) or id
   local self = setmetatable({ id = id, spec = c, state = "created", owner = sys.getpid() }, Container)
+  if c.networks and #c.networks > 0 then require("moonbox.net").register(self) end
   if c.rootfs and not c.mount_namespace then
     -- The rootfs is pinned now: whatever happens to its path later, this folder is the one used,
     -- and nothing is ever made at the path on the host. (In a base mount namespace it is pinned
@@ -234,6 +235,32 @@ local function make_root_tree(self, c, ctx, lowers)
   return attach
 end
 
+-- Published ports: a proxy process from this namespace into the container's (moonbox.net.proxy),
+-- connecting to the container's first address, or its lo.
+local function publish_ports(self)
+  local c = self.spec
+  local att = self.net_attachments and self.net_attachments[1]
+  local ports = {}
+  for i, p in ipairs(c.ports) do
+    local q = {}
+    for k, v in pairs(p) do q[k] = v end
+    local v6 = p.host_ip:find(":", 1, true) ~= nil
+    q.target_ip = v6 and (att and att.ip6 or "::1") or (att and att.ip or "127.0.0.1")
+    ports[i] = q
+  end
+  local netns = errors.check({ step = "ports", code = 125 }, sys.open("/proc/" .. self.pid .. "/ns/net", "rdonly"))
+  local userns = c.namespaces.user and errors.check({ step = "ports", code = 125 }, sys.open("/proc/" .. self.pid .. "/ns/user", "rdonly")) or nil
+  local ok, p = pcall(require("moonbox.net.proxy").start, { netns = netns, userns = userns, ports = ports })
+  netns:close()
+  if userns then userns:close() end
+  if not ok then setup_failed(tostring(p), { step = "ports", errno = errors.is(p) and p.errno or nil }) end
+  self.proxy = p
+  self.ports = ports
+  local helpers = self.record.data.helpers or {}
+  helpers[#helpers + 1] = { pid = p.pid, start = p.start, name = "moonbox-proxy" }
+  self.record:update({ helpers = helpers })
+end
+
 function Container:_start()
   local c = self.spec
   self.holds = {}
@@ -254,8 +281,19 @@ function Container:_start()
     image.init()
     dir = image.root() .. "/containers/" .. self.id
   end
-  self.record = make_record(self, { name = c.name, cgroup = group.paths, dirs = { dir }, layers = lowers })
+  local hosts_dir = c.networks and #c.networks > 0 and (state.ensure("hosts") .. "/" .. self.id) or nil
+  local dirs = {}
+  for _, d in ipairs({ dir or false, hosts_dir or false }) do if d then dirs[#dirs + 1] = d end end
+  self.record = make_record(self, { name = c.name, cgroup = group.paths, dirs = dirs, layers = lowers })
   self.group = group
+  if hosts_dir then
+    -- /etc/hosts of a container on networks: itself until net.attach lists the members
+    if sys.lstat(hosts_dir) then sys.remove_tree(hosts_dir) end
+    errors.check({ step = "network", code = 125 }, sys.mkdir(hosts_dir, tonumber("700", 8)))
+    self.hosts_dir = hosts_dir
+    c.hosts_file = hosts_dir .. "/hosts"
+    require("moonbox.net.hosts").write_new(c.hosts_file, { { "127.0.1.1", { self.id } } })
+  end
   if dir then
     errors.check({ step = "image", code = 125 }, sys.mkdir(dir, tonumber("700", 8)))
     self.container_dir = dir
@@ -339,12 +377,18 @@ function Container:_start()
     if not oka then setup_failed(msga, { step = "cgroup", errno = erra }) end
   end
   child.fault("after_attach")
+  if c.networks and #c.networks > 0 then
+    local okn, errn = pcall(require("moonbox.net").attach, self)
+    if not okn then setup_failed(tostring(errn), { step = "network", errno = errors.is(errn) and errn.errno or nil }) end
+    child.fault("after_network")
+  end
   sys.write(sync_w, "c")  -- limits in place: setup and exec may go on
   sync_w:close()
   child.fault("after_limits")
   await_exec(self, err_r)
   err_r:close()
   child.fault("after_exec")
+  if c.ports and #c.ports > 0 then publish_ports(self) end
   if console then
     local master, msgm = sys.recv_fd(console)
     console:close()
@@ -372,6 +416,12 @@ function Container:start()
     error(err, 2)
   end
   self.state = "running"
+  -- what a script asked of its links before it started (moonbox.net)
+  local net = package.loaded["moonbox.net"]
+  if net then
+    local okn, errn = pcall(net.started, self)
+    if not okn then pcall(self.remove, self) error(errn, 2) end
+  end
   return self
 end
 
@@ -477,6 +527,59 @@ end
 local NS_ORDER = { { "user", "user" }, { "cgroup", "cgroup" }, { "ipc", "ipc" }, { "uts", "uts" }, { "net", "net" },
   { "pid", "pid" }, { "mnt", "mount" } }
 
+-- The container's attachment to a network (a name or handle; the first network when nil).
+local function attachment(self, network, where)
+  for _, att in ipairs(self.net_attachments or {}) do
+    if network == nil or att.network.name == network or att.network == network then return att end
+  end
+  errors.raise(string.format("%s: container %s is not on network %s", where, self.id, tostring(network and (network.name or network) or "(any)")),
+    { op = "network", code = 125 }, 3)
+end
+
+-- Before start, the address the spec asks for (an automatic one is known once it runs).
+local function requested(self, network, key)
+  for _, e in ipairs(self.spec.networks or {}) do
+    local name = type(e.network) == "table" and e.network.name or e.network
+    if network == nil or name == network or e.network == network then return e[key] end
+  end
+  return nil
+end
+
+--- The container's IPv4 address on a network (default: its first), or nil without one.
+function Container:ip(network)
+  if self.state == "created" then return requested(self, network, "ip") end
+  return attachment(self, network, "container:ip").ip
+end
+
+--- The container's IPv6 address on a network (default: its first), or nil without one.
+function Container:ip6(network)
+  if self.state == "created" then return requested(self, network, "ip6") end
+  return attachment(self, network, "container:ip6").ip6
+end
+
+--- Counters of the container's link to a network: {rx_bytes=, tx_bytes=, rx_packets=,
+-- tx_packets=, rx_errors=, tx_errors=, rx_dropped=, tx_dropped=}, as the container sees them.
+function Container:net_stats(network)
+  local att = attachment(self, network, "container:net_stats")
+  local ns = errors.check({ op = "network" }, sys.open("/proc/" .. self.pid .. "/ns/net", "rdonly"))
+  local nl, msg, errno = sys.netlink(ns)
+  ns:close()
+  if not nl then errors.raise("container:net_stats: " .. msg, { op = "network", errno = errno }, 2) end
+  local links = nl:links() or {}
+  nl:close()
+  for _, l in ipairs(links) do if l.name == att.ifname then return l.stats end end
+  return nil
+end
+
+--- The host port published for a container port (and protocol, "tcp" by default): where
+-- "80" or "0:80" asked for any free port, the one the kernel gave.
+function Container:port(port, proto)
+  for _, p in ipairs(self.ports or {}) do
+    if p.port == port and p.proto == (proto or "tcp") then return p.host_port end
+  end
+  return nil
+end
+
 --- Runs argv inside the running container (setns into its namespaces) and waits for it.
 -- opts: env (added to the container's), cwd, user, stdin (string), capture (default true).
 -- Returns {status=, code=, signal=, stdout=, stderr=}; raises when argv cannot be executed
@@ -530,6 +633,8 @@ function Container:remove()
       self.ended = loop.now()
     end
   end
+  if self.proxy then self.proxy:stop() self.proxy = nil end
+  if self.net_attachments then require("moonbox.net").detach(self) end
   for _, cap in pairs(self.capture or {}) do if cap.fd then cap.fd:close() cap.fd = nil end end
   if self.tty_master then self.tty_master:close() self.tty_master = nil end
   with_tty[self] = nil
@@ -544,6 +649,7 @@ function Container:remove()
     local ok, msg = self.group:destroy()
     if not ok then problems[#problems + 1] = msg end
   end
+  if self.hosts_dir then sys.remove_tree(self.hosts_dir) self.hosts_dir = nil end
   if self.container_dir and sys.lstat(self.container_dir) then
     -- The upper folder goes with the container, unless commit saved it as a layer first.
     local ok, msg = sys.remove_tree(self.container_dir)

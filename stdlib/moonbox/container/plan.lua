@@ -70,6 +70,10 @@ function plan.build(c, defaults)
       add({ op = "mount", fstype = "proc", source = "proc", target = m.target, flags = { "nosuid", "nodev", "noexec" } })
     end
   end
+  if c.hosts_file then
+    -- the names of its networks' members, kept current by moonbox.net (rewritten in place)
+    add({ op = "bind", source = c.hosts_file, target = "/etc/hosts", file = true })
+  end
   for _, p in ipairs(c.masked_paths) do add({ op = "mask", target = p }) end
   for _, p in ipairs(c.readonly_paths) do add({ op = "readonly", target = p, flags = { "nosuid", "nodev", "noexec" } }) end
   if c.readonly_rootfs then add({ op = "remount_ro", target = "/" }) end

@@ -30,7 +30,7 @@ local SPEC_KEYS = {
   stderr = true, tty = true, timeout = true, init = true, setup = true, capture_limit = true, chroot = true,
   name = true, masked_paths = true, readonly_paths = true, cap_add = true, cap_drop = true, seccomp = true,
   no_new_privileges = true, rlimits = true, cpu_time = true, kill_on_output_limit = true, id_map = true,
-  mount_namespace = true, image = true,
+  mount_namespace = true, image = true, networks = true, ports = true,
 }
 spec.keys = SPEC_KEYS
 local LIMIT_KEYS = { memory = true, pids = true, cpus = true, swap = true, cpu_weight = true, disk = true }
@@ -189,6 +189,22 @@ function spec.check(s)
   end
   if c.network == "none" and not s.namespaces then c.namespaces.net = true end
   if not c.namespaces.mount then fail("the mount namespace is required (the rootfs is mounted in it)") end
+  if s.networks ~= nil then
+    if c.network == "host" then fail("networks need the container's own network namespace, not network = \"host\"") end
+    c.networks = require("moonbox.net").check_networks(WHERE, s.networks)
+    if #c.networks > 0 and not c.namespaces.net then fail("networks need the net namespace") end
+    if #c.networks > 0 and sys.geteuid() ~= 0 then
+      fail("networks need root (a rootless container has its own lo, and ports can still be published)")
+    end
+  end
+  if s.ports ~= nil then
+    if c.network == "host" then fail("ports: with network = \"host\" the container uses the host's ports; there is nothing to publish") end
+    if type(s.ports) ~= "table" then fail("ports must be a list like {\"8080:80\", \"127.0.0.1:5353:53/udp\"}, got " .. check.show(s.ports)) end
+    c.ports = {}
+    local proxy = require "moonbox.net.proxy"
+    for i, p in ipairs(s.ports) do c.ports[i] = proxy.parse(WHERE .. " ports[" .. i .. "]", p) end
+    if not c.namespaces.net then fail("ports need the net namespace") end
+  end
   if sys.geteuid() ~= 0 then c.namespaces.user = true end  -- rootless: the user is root in a user namespace
   if s.id_map ~= nil then
     if not c.namespaces.user then fail("id_map needs a user namespace (namespaces = {..., \"user\"})") end
