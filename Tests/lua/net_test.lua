@@ -622,3 +622,18 @@ describe("network teardown", function()
     end)
   end
 end)
+
+describe("the network example", function()
+  it("runs scripts/examples/lossy_link.lua to the end", function()
+    needs_root()
+    local here = debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]+$")
+    local r = process.run({ moonbox, "run", here .. "/../../scripts/examples/lossy_link.lua" })
+    expect(r.stderr).to_be("")
+    expect(r.code).to_be(0)
+    expect(r.stdout).to_match("^loss   delay   fetch %(s%)  ok\n")
+    local rows = 0
+    for _ in r.stdout:gmatch("%d+%%%s+10 ms%s+[%d.]+%s+yes\n") do rows = rows + 1 end
+    expect(rows).to_be(4)
+    expect(r.stdout).to_match("server link: %a+, rx %d+ bytes\n$")
+  end)
+end)

@@ -71,4 +71,27 @@ describe("rootless mode", function()
     expect(r.stderr).to_be("")
     expect(r.stdout).to_be("inside\t4\texited\t/tmp/moonbox-" .. uid .. "\t0\n")
   end)
+
+  it("publishes a port of a rootless container (in a namespace playing the host)", function()
+    fs.write(root .. "/index.html", "rootless page\n")
+    local script = fs.write(dir.path .. "/ports.lua", [[
+      local container = require "moonbox.container"
+      local process = require "moonbox.process"
+      local loop = require "moonbox.loop"
+      local c <close> = container.new{ rootfs = ..., ports = { "127.0.0.1:0:80" }, command = { "httpd", "-f", "-p", "80", "-h", "/" } }
+      c:start()
+      for _ = 1, 50 do
+        local r = process.run({ "curl", "-s", "-m", "1", "http://127.0.0.1:" .. c:port(80) .. "/index.html" })
+        if r.code == 0 then io.write(r.stdout) break end
+        loop.sleep(0.1)
+      end
+    ]])
+    assert(sys.chmod(script, tonumber("644", 8)))
+    local r = process.call(function()
+      assert(sys.netlink():link_set("lo", { up = true }))
+      return as_user({ "run", script, root })
+    end, { namespaces = { "net" } })
+    expect(r.stderr).to_be("")
+    expect(r.stdout).to_be("rootless page\n")
+  end)
 end)

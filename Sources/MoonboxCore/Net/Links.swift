@@ -8,7 +8,7 @@ import Glibc
 let RTM_NEWLINK: UInt16 = 16, RTM_DELLINK: UInt16 = 17, RTM_GETLINK: UInt16 = 18
 let IFLA_ADDRESS: UInt16 = 1, IFLA_IFNAME: UInt16 = 3, IFLA_MTU: UInt16 = 4, IFLA_LINK: UInt16 = 5
 let IFLA_MASTER: UInt16 = 10, IFLA_OPERSTATE: UInt16 = 16, IFLA_LINKINFO: UInt16 = 18
-let IFLA_STATS64: UInt16 = 23, IFLA_NET_NS_FD: UInt16 = 28
+let IFLA_STATS64: UInt16 = 23, IFLA_NET_NS_FD: UInt16 = 28, IFLA_GSO_MAX_SEGS: UInt16 = 40
 let IFLA_INFO_KIND: UInt16 = 1, IFLA_INFO_DATA: UInt16 = 2
 let IFF_UP: UInt32 = 1
 
@@ -41,6 +41,7 @@ struct LinkOptions {
     var master: String??  // .some(nil): no master
     var name: String?
     var netns: Int32?
+    var gsoMaxSegs: Int?
 }
 
 extension NetlinkSocket {
@@ -59,6 +60,7 @@ extension NetlinkSocket {
             }
         }
         if let ns = o.netns { m.attr(IFLA_NET_NS_FD, u32: UInt32(ns)) }
+        if let segs = o.gsoMaxSegs { m.attr(IFLA_GSO_MAX_SEGS, u32: UInt32(segs)) }
     }
 }
 
@@ -86,6 +88,10 @@ func readLinkOptions(_ a: Args, _ i: Int32, allowName: Bool) throws -> LinkOptio
     }
     lua.pop()
     if allowName { o.name = try a.stringField(i, "name") }
+    if let segs = try a.integerField(i, "gso_max_segs") {
+        guard (1...65535).contains(segs) else { throw a.error(i, "gso_max_segs", "must be 1 to 65535") }
+        o.gsoMaxSegs = segs
+    }
     o.netns = try a.field(i, "netns") { try a.fd($0, "netns") }
     return o
 }
@@ -100,7 +106,7 @@ let linkMethods: [(String, LuaFunction)] = [
         let nl = try NetlinkObject.get(lua, 1, "netlink:link_add")
         try a.table(2, "link")
         try a.options(2, "link", allowed: ["name", "type", "up", "mtu", "address", "master", "netns", "peer", "link",
-                                          "mode", "id", "remote", "local", "port"])
+                                          "mode", "id", "remote", "local", "port", "gso_max_segs"])
         guard let name = try a.stringField(2, "name"), !name.isEmpty, name.utf8.count < 16, !name.contains("/") else {
             throw a.error(2, "name", "is required: 1 to 15 characters, no '/'")
         }
@@ -114,7 +120,7 @@ let linkMethods: [(String, LuaFunction)] = [
             guard lua.rawGet(2, "peer") == LUA_TTABLE else { lua.pop(); throw a.error(2, "peer", "a veth needs peer = {name = ...}") }
             let pa = Args(lua, "netlink:link_add")
             // No "up": the kernel opens a veth end only once its peer exists (ENOTCONN).
-            try pa.options(lua.top, "peer", allowed: ["name", "netns", "mtu", "address"])
+            try pa.options(lua.top, "peer", allowed: ["name", "netns", "mtu", "address", "gso_max_segs"])
             var po = try readLinkOptions(pa, lua.top, allowName: true)
             lua.pop()
             guard let pn = po.name, !pn.isEmpty, pn.utf8.count < 16 else { throw a.error(2, "peer", "needs a name of 1 to 15 characters") }
@@ -182,13 +188,14 @@ let linkMethods: [(String, LuaFunction)] = [
             return try nl.request(m)
         }
     }),
-    // nl:link_set(name, {up=, mtu=, address=, master= (a name, or false), name= (a new one), netns=})
+    // nl:link_set(name, {up=, mtu=, address=, master= (a name, or false), name= (a new one), netns=,
+    //   gso_max_segs= (1: what the link sends is segmented to its MTU first)})
     ("link_set", { lua in
         let a = Args(lua, "netlink:link_set")
         let nl = try NetlinkObject.get(lua, 1, "netlink:link_set")
         let name = try a.string(2, "name")
         try a.table(3, "changes")
-        try a.options(3, "changes", allowed: ["up", "mtu", "address", "master", "name", "netns"])
+        try a.options(3, "changes", allowed: ["up", "mtu", "address", "master", "name", "netns", "gso_max_segs"])
         let o = try readLinkOptions(a, 3, allowName: true)
         return try netlinkCall(lua, "link_set(\(name))") {
             let i = try nl.index(of: name)

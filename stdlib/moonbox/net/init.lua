@@ -565,7 +565,13 @@ local function split_for_relay(n, att, params, s)
   must("relay link", n.nl:link_add({ name = a_end, type = "veth", up = true, mtu = n.info.mtu,
     peer = { name = b_end, mtu = n.info.mtu } }))
   must("relay link", n.nl:link_set(att.outer, { master = false }))
-  must("relay link", n.nl:link_set(b_end, { master = n.bridge, up = true }))
+  -- The relay sees frames one MTU at a time (a loss is one packet's, as on a wire): what is
+  -- sent into it is segmented first, by the member's end and by the bridge's.
+  must("relay link", n.nl:link_set(b_end, { master = n.bridge, up = true, gso_max_segs = 1 }))
+  local mnl = member_netlink(att)
+  local okg, msg, errno = mnl:link_set(att.ifname, { gso_max_segs = 1 })
+  mnl:close()
+  must("relay link", okg, msg, errno)
   s.split = { a_end, b_end }
   for _, p in pairs(params) do
     for k in pairs(p) do
@@ -766,7 +772,8 @@ function Link:_make()
     here:close()
     must("link " .. a.id .. " - " .. b.id, okl, msg, errno)
     for i, nl in ipairs({ anl, bnl }) do
-      must("link up", nl:link_set(self.ifnames[i], { up = true }))
+      -- into a relay, one MTU at a time (see split_for_relay)
+      must("link up", nl:link_set(self.ifnames[i], { up = true, gso_max_segs = self.engine == "relay" and 1 or nil }))
       local fam = addr.family(self.ips[i]:match("^[^/]+"))
       must("address", nl:addr_add(self.ifnames[i], self.ips[i], fam == "inet6" and { nodad = true } or nil))
     end
