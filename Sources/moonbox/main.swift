@@ -23,7 +23,7 @@ struct Moonbox: ParsableCommand {
         Errors are one line; `moonbox --debug COMMAND ...` (or MOONBOX_DEBUG=1) adds tracebacks.
         """,
         version: moonboxVersion,
-        subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Images.self, Image.self, Build.self, Pull.self, Push.self, Network.self, Gc.self, Test.self],
+        subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Images.self, Image.self, Build.self, Pull.self, Push.self, Network.self, Experiment.self, Gc.self, Test.self],
         defaultSubcommand: Run.self
     )
 }
@@ -191,6 +191,19 @@ struct Network: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "create|ls|rm ...")
     var arguments: [String] = []
     func run() throws { runStdlib("moonbox.net.cli", arguments) }
+}
+
+struct Experiment: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run an experiment file: its trials in parallel, resumable, with a report.",
+        discussion: """
+        moonbox experiment FILE.lua [--param NAME=V1,V2]... [--jobs N] [--out DIR] [--only PATTERN]
+                                    [--resume] [--fresh] [--retry] [--quiet] [-- ARG...]
+        """
+    )
+    @Argument(parsing: .captureForPassthrough, help: "FILE.lua [options]")
+    var arguments: [String] = []
+    func run() throws { runStdlib("moonbox.experiment", arguments) }
 }
 
 // --debug, before the command, shows tracebacks for every error (as MOONBOX_DEBUG=1 does).

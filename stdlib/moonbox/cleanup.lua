@@ -19,6 +19,7 @@ local actions = {}      -- token -> { fn =, label =, seq = }
 local seq = 0
 local listeners = {}    -- signal name -> list of functions (WINCH: terminals follow their size)
 local installed = false
+local dying = false
 
 --- Runs every registered action, newest first. Failures are reported on stderr, and the
 --  rest still run. Returns the list of failure messages.
@@ -53,6 +54,9 @@ local function handle_signals()
     end
   end
   if not fatal then return end
+  -- A second Ctrl-C while cleaning up must not cut the cleanup short.
+  if dying then return end
+  dying = true
   cleanup.run_all()
   sys.signal({ "INT", "TERM", "HUP" }, "default")
   io.stdout:flush()
@@ -80,6 +84,15 @@ function cleanup.add(fn, label)
   seq = seq + 1
   actions[seq] = { fn = fn, label = label or "cleanup", seq = seq }
   return seq
+end
+
+--- Makes a forked child the owner of a registry of its own (an experiment's trial worker):
+-- the parent's actions stay the parent's, and what the child registers runs on its signals.
+function cleanup.adopt()
+  owner = sys.getpid()
+  actions = {}
+  installed = false
+  cleanup.install()
 end
 
 --- Forgets an action (it was done the normal way). Safe with nil and twice.

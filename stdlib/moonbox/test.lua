@@ -11,6 +11,7 @@
 -- Reporters subscribe to the runner's events (file, test, done); the readable one,
 -- TAP and JUnit ship here. The output ends with "N passed, N failed, N skipped".
 local sys = require "moonbox.sys"
+local fs = require "moonbox.fs"
 
 local test = {}
 
@@ -339,7 +340,7 @@ test.reporters = reporters
 
 -- MARK: files
 
-local function find_tests(path, out)
+local function find_tests(path, out, experiments)
   local st = sys.stat(path)
   if not st then error("moonbox test: no such file or folder: " .. path, 0) end
   if st.type == "dir" then
@@ -347,8 +348,10 @@ local function find_tests(path, out)
       local child = path .. "/" .. name
       local cst = sys.lstat(child)
       if cst and cst.type == "dir" and not name:match("^%.") then
-        find_tests(child, out)
+        find_tests(child, out, experiments)
       elseif name:match("_test%.lua$") then
+        out[#out + 1] = child
+      elseif experiments and name:match("%.lua$") and (fs.read_if_exists(child) or ""):find("moonbox%.experiment") then
         out[#out + 1] = child
       end
     end
@@ -421,7 +424,7 @@ end
 -- Returns counts {passed=, failed=, errored=, skipped=} and the results.
 function test.run(options)
   local files = {}
-  for _, p in ipairs(options.paths) do find_tests(p, files) end
+  for _, p in ipairs(options.paths) do find_tests(p, files, options.experiments) end
   local subscribers = options.reporters
   local function emit(event, ...)
     for _, s in ipairs(subscribers) do
@@ -438,7 +441,11 @@ function test.run(options)
     local env = setmetatable(api(root), { __index = _G })
     local chunk, err = loadfile(file, "t", env)
     local ok = chunk ~= nil
+    -- An experiment file's e:run() makes its trials tests of this file.
+    local experiment = require "moonbox.experiment"
+    experiment.test_api = env
     if ok then ok, err = xpcall(chunk, debug.traceback) end
+    experiment.test_api = nil
     if sys.getpid() ~= owner then sys._exit(70) end
     if not ok then
       local res = { name = file .. " (loading)", status = "errored", message = err, file = file }
@@ -472,7 +479,7 @@ end
 function test.main(args)
   local cli = require "moonbox.cli"
   local o = cli.parse("test", args, {
-    usage = "moonbox test [--tap] [--junit FILE] [--filter PATTERN] [--verbose] [--check-host] [PATH...]",
+    usage = "moonbox test [--tap] [--junit FILE] [--filter PATTERN] [--verbose] [--check-host] [--experiments] [PATH...]",
     about = "Runs *_test.lua files written with moonbox.test; PATH defaults to the current folder.",
     any_positional = true,
     options = {
@@ -481,9 +488,10 @@ function test.main(args)
       { "--filter", kind = "string", metavar = "PATTERN", help = "only tests whose full name matches (a Lua pattern)" },
       { "--verbose", "-v", kind = "flag", help = "a line per test" },
       { "--check-host", kind = "flag", help = "a last test: the host's mounts, moonbox cgroups and hostname are unchanged" },
+      { "--experiments", kind = "flag", help = "in folders, also experiment files (*.lua using moonbox.experiment): each trial is a test" },
     },
   })
-  local options = { paths = o.args, reporters = {}, filter = o.filter, check_host = o["check-host"] }
+  local options = { paths = o.args, reporters = {}, filter = o.filter, check_host = o["check-host"], experiments = o.experiments }
   if #options.paths == 0 then options.paths[1] = "." end
   table.insert(options.reporters, o.tap and reporters.tap(io.stdout) or reporters.plain(io.stdout, o.verbose))
   if o.junit then table.insert(options.reporters, reporters.junit(o.junit)) end

@@ -71,7 +71,7 @@ final class CgroupV1: CgroupBackend {
     ]
     private static let emulated: Set<String> = [
         "memory.swap.max", "memory.swap.current", "memory.events", "cpu.max", "cpu.weight", "cpu.stat",
-        "cgroup.freeze", "cgroup.kill", "cgroup.procs", "cgroup.events", "io.weight",
+        "cgroup.freeze", "cgroup.kill", "cgroup.procs", "cgroup.events", "io.weight", "io.stat",
     ]
 
     /// A v1-native key ("memory.limit_in_bytes") as (controller, file), when that file exists.
@@ -215,6 +215,24 @@ final class CgroupV1: CgroupBackend {
                 }
             }
             return lines.joined(separator: "\n")
+        case "io.stat":
+            // v2's shape ("MAJ:MIN rbytes= wbytes= rios= wios=") from blkio's throttle counters.
+            let d = try dir("blkio", group)
+            var devices: [String: [String: String]] = [:]
+            for (file, read, write) in [("blkio.throttle.io_service_bytes_recursive", "rbytes", "wbytes"),
+                                        ("blkio.throttle.io_serviced_recursive", "rios", "wios")] {
+                guard let text = try? cgroupRead(d, file, key: key) else { continue }
+                for line in text.split(separator: "\n") {
+                    let p = line.split(separator: " ")
+                    guard p.count == 3 else { continue }
+                    if p[1] == "Read" { devices[String(p[0]), default: [:]][read] = String(p[2]) }
+                    if p[1] == "Write" { devices[String(p[0]), default: [:]][write] = String(p[2]) }
+                }
+            }
+            return devices.keys.sorted().map { dev in
+                let f = devices[dev]!
+                return "\(dev) rbytes=\(f["rbytes"] ?? "0") wbytes=\(f["wbytes"] ?? "0") rios=\(f["rios"] ?? "0") wios=\(f["wios"] ?? "0")"
+            }.joined(separator: "\n")
         case "cgroup.freeze":
             return try cgroupRead(try dir("freezer", group), "freezer.state", key: key) == "FROZEN" ? "1" : "0"
         case "cgroup.procs":

@@ -120,6 +120,17 @@ enum BufferObject {
         // buf:size(): bytes kept; buf:total(): bytes seen, kept or not.
         ("size", { lua in lua.push(try get(lua, 1, "buffer:size").1.count); return 1 }),
         ("total", { lua in lua.push(try get(lua, 1, "buffer:total").1.total); return 1 }),
+        // buf:peek([from]): the bytes kept from byte `from` (1-based, default 1), left in place:
+        // what a wait for a log line scans while the container keeps writing.
+        ("peek", { lua in
+            let (_, b) = try get(lua, 1, "buffer:peek")
+            let a = Args(lua, "buffer:peek")
+            let from = try a.optInteger(2, "from") ?? 1
+            guard from >= 1 else { throw a.error(2, "from", "must be >= 1") }
+            let all = b.bytes
+            lua.push(bytes: UnsafeRawBufferPointer(rebasing: all[min(from - 1, all.count)...]))
+            return 1
+        }),
         // buf:take(): the bytes kept, as one string; the buffer is empty afterwards.
         ("take", { lua in
             let (_, b) = try get(lua, 1, "buffer:take")

@@ -24,6 +24,7 @@ local spec = require "moonbox.container.spec"
 local plan = require "moonbox.container.plan"
 local child = require "moonbox.container.child"
 local cio = require "moonbox.container.io"
+local events = require "moonbox.events"
 
 local container = {}
 
@@ -81,7 +82,7 @@ function container.new(s)
   counter = counter + 1
   local id = c.name or string.format("mb-%d-%d-%04x", sys.getpid(), counter, math.random(0, 0xffff))
   c.env.HOSTNAME = c.env.HOSTNAME or (s.env and s.env.HOSTNAME) or id
-  local self = setmetatable({ id = id, spec = c, state = "created", owner = sys.getpid() }, Container)
+  local self = setmetatable({ id = id, spec = c, input = s, state = "created", owner = sys.getpid() }, Container)
   if c.networks and #c.networks > 0 then require("moonbox.net").register(self) end
   if c.rootfs and not c.mount_namespace then
     -- The rootfs is pinned now: whatever happens to its path later, this folder is the one used,
@@ -498,9 +499,48 @@ function container.wait_any(list, timeout)
   return nil
 end
 
+-- The container's name in messages and on timelines: an experiment's short name, or its id.
+function Container:_label() return self.short_name or self.id end
+
+-- One step of a wait done elsewhere (container.ready): up to `seconds` of pumping output and
+-- firing timers; true when the container ended meanwhile.
+function Container:_wait_step(seconds)
+  return cio.wait_some({ self }, loop.now() + seconds, finish) ~= nil
+end
+
+for name, fn in pairs(require "moonbox.container.ready") do Container[name] = fn end
+
+--- Stops the container (TERM, then KILL after `grace` seconds, default 10) and starts its spec
+-- again under the same name, on the same networks. The handle stays valid and now names the
+-- new run; its writable layer is new too (volumes keep their data).
+function Container:restart(grace)
+  if self.state ~= "running" and self.state ~= "exited" then error("container " .. self.id .. " is " .. self.state .. ", not running or exited", 2) end
+  if grace ~= nil then check.number("container:restart", "grace", grace, 0) end
+  if self.state == "running" then
+    if self.paused then self:resume() end
+    self:kill("TERM")
+    if not self:wait(grace or 10) then self:_kill_all() self:wait() end
+  end
+  local short_name = self.short_name
+  self:remove()
+  local fresh = container.new(self.input)
+  fresh:start()
+  -- This handle becomes the new run: the script's and the networks' references stay good.
+  cleanup.remove(fresh.token)
+  for k in pairs(self) do self[k] = nil end
+  for k, v in pairs(fresh) do self[k] = v end
+  for k in pairs(fresh) do fresh[k] = nil end
+  fresh.state = "removed"
+  self.short_name = short_name
+  self.token = cleanup.add(function() self:remove() end, "container " .. self.id)
+  events.emit("fault", "restart " .. self:_label())
+  return self
+end
+
 --- Sends a signal (default TERM) to the container's first process. False when not running.
 function Container:kill(sig)
   if self.state ~= "running" then return false end
+  events.emit("fault", "kill " .. self:_label() .. " " .. tostring(sig or "TERM"))
   return sys.kill(self.pid, sig or "TERM")
 end
 
@@ -509,12 +549,14 @@ function Container:pause()
   if not self.group then error("container " .. self.id .. ": pause needs a cgroup, and this one has none", 2) end
   self.group:freeze()
   self.paused = true
+  events.emit("fault", "pause " .. self:_label())
 end
 
 function Container:resume()
   if not self.group then error("container " .. self.id .. ": resume needs a cgroup, and this one has none", 2) end
   self.group:thaw()
   self.paused = false
+  events.emit("fault", "resume " .. self:_label())
 end
 
 --- Current usage: memory, pids and cpu from the container's cgroup.

@@ -30,6 +30,7 @@ local ipam = require "moonbox.net.ipam"
 local hosts = require "moonbox.net.hosts"
 local shape = require "moonbox.net.shape"
 local relay = require "moonbox.net.relay"
+local events = require "moonbox.events"
 
 local net = {}
 net.parse_frame = relay.parse
@@ -474,9 +475,35 @@ local function waiting_by_id(id)
   end
 end
 
+-- A member's id: a container handle's, or a name (an experiment's trial maps its short names,
+-- "srv", to the ids it gave, through network.names).
+function Network:_id(who)
+  if type(who) == "table" then return who.id end
+  return self.names and self.names[who] or who
+end
+
+-- What a fault announces (moonbox.events): "disconnect srv".
+local function announce(what, who, extra)
+  events.emit("fault", what .. " " .. (type(who) == "table" and tostring(who.id) or tostring(who)) .. (extra or ""))
+end
+
+local function describe_shape(spec)
+  if type(spec) ~= "table" then return "" end
+  local parts = {}
+  for k, v in pairs(spec) do
+    if type(v) == "table" then
+      for k2, v2 in pairs(v) do if type(v2) ~= "function" then parts[#parts + 1] = k .. "." .. tostring(k2) .. "=" .. tostring(v2) end end
+    elseif type(v) ~= "function" then
+      parts[#parts + 1] = tostring(k) .. "=" .. tostring(v)
+    end
+  end
+  table.sort(parts)
+  return #parts > 0 and (" " .. table.concat(parts, " ")) or " (none)"
+end
+
 -- Runs fn(att) now for a member on the network, or at its start for a container still waiting.
 function Network:_when_member(who, where, fn)
-  local id = type(who) == "table" and who.id or who
+  local id = self:_id(who)
   if type(id) == "string" and not self.members[id] then
     local c, w = waiting_by_id(id)
     if c then
@@ -510,7 +537,7 @@ end
 
 -- The member called `who` (a container handle, or its name) on this network.
 function Network:_member(who, where)
-  local id = type(who) == "table" and who.id or who
+  local id = self:_id(who)
   if type(id) ~= "string" then check.fail(where, "a container or its name expected, got " .. check.show(who)) end
   local att = self.members[id]
   if att then return att end
@@ -598,7 +625,10 @@ function Network:_shape(who, spec, merge)
   local where = "network " .. self.name .. ":shape"
   if self.closed then fail(where .. ": the network is closed", nil, 3) end
   local parsed = shape.parse(where, spec)
-  return self:_when_member(who, where, function(att) self:_apply_shape(att, parsed, merge, where) end)
+  return self:_when_member(who, where, function(att)
+    self:_apply_shape(att, parsed, merge, where)
+    announce(merge and "set" or "shape", who, describe_shape(spec))
+  end)
 end
 
 function Network:_apply_shape(att, parsed, merge, where)
@@ -652,12 +682,14 @@ end
 function Network:disconnect(who)
   return self:_when_member(who, "network:disconnect", function(att)
     must("disconnect " .. att.id, self.nl:link_set(att.outer, { up = false }))
+    announce("disconnect", who)
   end)
 end
 
 function Network:connect(who)
   return self:_when_member(who, "network:connect", function(att)
     must("connect " .. att.id, self.nl:link_set(att.outer, { up = true }))
+    announce("connect", who)
   end)
 end
 
