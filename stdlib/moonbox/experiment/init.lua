@@ -9,7 +9,8 @@
 --   e:run{ jobs = 4 }
 --
 -- Outputs in out/: results.jsonl (a line per trial, written as it ends: the resume log),
--- results.csv, series/TRIAL.csv, meta.json, report.html. A rerun skips the trials already
+-- results.csv, series/TRIAL.csv, logs/TRIAL/NAME.out and .err (each container's output, unless
+-- its spec says otherwise), meta.json, report.html. A rerun skips the trials already
 -- recorded for the same parameters and the same experiment file (fresh = true reruns all).
 -- A trial's error is recorded with its message and does not stop the others.
 -- `moonbox experiment FILE` runs the same from the command line; `moonbox test` runs an
@@ -164,8 +165,9 @@ local function message_of(err)
 end
 
 -- Runs one combination in this process. Returns its record (and the error object, for tests).
-local function run_one(self, combo)
-  local t = trial.new({ label = combo.label, prefix = prefix_of(self, combo), params = combo.params, index = combo.index, seed = self.seed })
+local function run_one(self, combo, log_dir)
+  local t = trial.new({ label = combo.label, prefix = prefix_of(self, combo), params = combo.params, index = combo.index, seed = self.seed,
+    log_dir = log_dir })
   math.randomseed(self.seed + combo.index)
   local p = {}
   for k, v in pairs(combo.params) do p[k] = v end
@@ -250,6 +252,8 @@ local function merged_options(self, opts)
   if o.jobs ~= nil then check.integer("experiment:run", "jobs", o.jobs, 1, 1024) end
   o.jobs = o.jobs or self.jobs or cpu_count()
   o.out = o.out or self.out
+  -- absolute: container specs (log files) and workers need it whatever their working folder
+  if o.out:sub(1, 1) ~= "/" then o.out = sys.getcwd() .. "/" .. o.out end
   if o.only ~= nil then check.string("experiment:run", "only", o.only) end
   return o
 end
@@ -330,7 +334,9 @@ local function run_workers(self, combos, o, out, on_end, prog)
         -- moonbox killed outright: the worker still cleans up its trial (TERM runs its cleanup)
         sys.prctl("set_pdeathsig", "TERM")
         if sys.getppid() ~= parent then sys.kill(sys.getpid(), "TERM") end
-        local rec, t = run_one(self, combo)
+        local log_dir = out .. "/logs/" .. combo.file
+        if not sys.lstat(log_dir) then errors.check({ op = "mkdir" }, sys.mkdir(log_dir, tonumber("755", 8))) end
+        local rec, t = run_one(self, combo, log_dir)
         if #t.rows > 0 or #t.events > 0 then
           fs.write(out .. "/series/" .. combo.file .. ".csv", report.series_csv(t.rows, t.events))
           rec.series = "series/" .. combo.file .. ".csv"
@@ -396,6 +402,7 @@ function Experiment:run(opts)
   local out = o.out
   errors.check({ op = "mkdir" }, sys.mkdir(out, tonumber("755", 8)))
   errors.check({ op = "mkdir" }, sys.mkdir(out .. "/series", tonumber("755", 8)))
+  errors.check({ op = "mkdir" }, sys.mkdir(out .. "/logs", tonumber("755", 8)))
   local results_path = out .. "/results.jsonl"
   local current = {}
   for _, c in ipairs(combos) do current[c.key] = c end

@@ -119,9 +119,9 @@ function report.results_csv(records, param_names)
   local values = sorted_keys(records, "values")
   local header = { "trial", "label", "status", "duration" }
   for _, p in ipairs(param_names) do header[#header + 1] = p end
-  local is_param = {}
+  local is_param = { trial = true, label = true, status = true, duration = true, error = true }
   for _, p in ipairs(param_names) do is_param[p] = true end
-  -- a value named like a parameter gets a column of its own
+  -- a value named like a parameter or a column of the trial's gets a column of its own
   for _, v in ipairs(values) do header[#header + 1] = is_param[v] and (v .. "_value") or v end
   header[#header + 1] = "error"
   local out = { report.csv_line(header) }

@@ -21,10 +21,11 @@ Trial.__gc = function(t) if not t.closed and t.owner == sys.getpid() then pcall(
 
 local trial = {}
 
---- A trial: o = {label=, prefix= (for ids), params=, index=, seed=}.
+--- A trial: o = {label=, prefix= (for ids), params=, index=, seed=, log_dir= (where its
+-- containers' output goes; without it, they inherit moonbox's)}.
 function trial.new(o)
   local self = setmetatable({
-    label = o.label, prefix = o.prefix, params = o.params or {}, index = o.index or 1, seed = o.seed,
+    label = o.label, prefix = o.prefix, params = o.params or {}, index = o.index or 1, seed = o.seed, log_dir = o.log_dir,
     values = {}, events = {}, rows = {}, timers = {}, owned = {}, names = {}, networks = {},
     counter = 0, owner = sys.getpid(), t0 = loop.now(), started = os.time(),
   }, Trial)
@@ -96,6 +97,11 @@ local function trial_spec(self, s, where)
   check.name(where, "name", short)
   copy.name = full_name(self, short)
   copy.hostname = s.hostname or short
+  if self.log_dir then
+    -- an experiment keeps each container's output: logs/TRIAL/NAME.out and .err
+    if s.stdout == nil then copy.stdout = self.log_dir .. "/" .. short .. ".out" end
+    if s.stderr == nil then copy.stderr = self.log_dir .. "/" .. short .. ".err" end
+  end
   if s.networks ~= nil then
     local net = require "moonbox.net"
     local entries = net.check_networks(where, s.networks)
