@@ -23,7 +23,7 @@ struct Moonbox: ParsableCommand {
         Errors are one line; `moonbox --debug COMMAND ...` (or MOONBOX_DEBUG=1) adds tracebacks.
         """,
         version: moonboxVersion,
-        subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Images.self, Image.self, Build.self, Pull.self, Push.self, Network.self, Experiment.self, Gc.self, Test.self],
+        subcommands: [Run.self, Repl.self, Box.self, Sandbox.self, Images.self, Image.self, Build.self, Pull.self, Push.self, Network.self, Experiment.self, Oci.self, Gc.self, Test.self],
         defaultSubcommand: Run.self
     )
 }
@@ -204,6 +204,26 @@ struct Experiment: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "FILE.lua [options]")
     var arguments: [String] = []
     func run() throws { runStdlib("moonbox.experiment", arguments) }
+}
+
+struct Oci: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The OCI runtime command line (runc's): for podman, containerd and CRI-O.",
+        discussion: """
+        moonbox oci [--root DIR] [--log FILE] [--log-format text|json] COMMAND ...
+        COMMAND: create, start, state, kill, delete, exec, run, ps, pause, resume, update, list, features, spec.
+        Installed as runc or moonbox-runc (a link to moonbox), it takes the same arguments without `oci`.
+        """
+    )
+    @Argument(parsing: .captureForPassthrough, help: "[GLOBAL] COMMAND ...")
+    var arguments: [String] = []
+    func run() throws { runStdlib("moonbox.oci.cli", arguments) }
+}
+
+// Run as `runc` or `moonbox-runc` (podman --runtime, containerd's BinaryName): the OCI runtime.
+let invokedAs = CommandLine.arguments[0].split(separator: "/").last.map(String.init) ?? ""
+if invokedAs == "runc" || invokedAs == "moonbox-runc" {
+    runStdlib("moonbox.oci.cli", Array(CommandLine.arguments.dropFirst()))
 }
 
 // --debug, before the command, shows tracebacks for every error (as MOONBOX_DEBUG=1 does).

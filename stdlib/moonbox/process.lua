@@ -139,6 +139,39 @@ function process.exec(argv, env)
   return sys.exec(argv, env)
 end
 
+--- Runs an OCI hook {path=, args= (args[1] is its argv[0]), env= ({"NAME=value"}), timeout=
+-- (seconds), stdin= (the state JSON)} and waits for it. Returns {ok = true} or {ok = false,
+-- why = "..."}; a hook past its timeout is killed.
+function process.run_hook(h, stdin)
+  local argv = { h.path }
+  for i = 2, #(h.args or {}) do argv[#argv + 1] = h.args[i] end
+  local r, w = assert(sys.pipe())
+  local pid, msg = sys.fork()
+  if not pid then r:close() w:close() return { ok = false, why = "fork: " .. msg } end
+  if pid == 0 then
+    process.child(function()
+      w:close()
+      sys.dup2(r, 0)
+      r:close()
+      local _, emsg = process.exec(argv, h.env or {})
+      sys.write(2, "hook " .. h.path .. ": " .. tostring(emsg) .. "\n")
+      sys._exit(127)
+    end)
+  end
+  r:close()
+  local data = stdin or h.stdin
+  if data then sys.write(w, data) end  -- a state JSON fits in the pipe
+  w:close()
+  local st = sys.wait(pid, h.timeout and { timeout = h.timeout } or nil)
+  if st == false then
+    sys.kill(pid, "KILL")
+    sys.wait(pid)
+    return { ok = false, why = "timed out after " .. tostring(h.timeout) .. " s" }
+  end
+  if st.status == "exited" and st.code == 0 then return { ok = true } end
+  return { ok = false, why = st.status == "exited" and ("exit status " .. st.code) or ("killed by " .. tostring(st.signal_name)) }
+end
+
 --- The exit status a shell gives for an exec failure.
 function process.exec_status(errno)
   return errno == "ENOENT" and 127 or 126

@@ -272,4 +272,16 @@ function security.set_capabilities(caps)
   return sys.capset({ effective = have, permitted = have, inheritable = have })
 end
 
+--- Sets each capability set as given (an OCI process's capabilities): effective, permitted,
+-- inheritable, and ambient raised one by one. The bounding set was dropped before.
+function security.set_capability_sets(sets)
+  local ok, msg, errno = sys.capset({ effective = sets.effective or {}, permitted = sets.permitted or {}, inheritable = sets.inheritable or {} })
+  if not ok then return nil, msg, errno end
+  for _, c in ipairs(sets.ambient or {}) do
+    ok, msg, errno = sys.prctl("cap_ambient_raise", c)
+    if not ok then return nil, msg, errno end
+  end
+  return true
+end
+
 return security

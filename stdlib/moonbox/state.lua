@@ -125,6 +125,16 @@ function Record:remove()
   sys.unlink(self.path)
 end
 
+--- The record of `id` as an object (to update or remove), or nil when there is none.
+function state.open(id)
+  local path = state.dir() .. "/" .. id .. ".json"
+  local text = fs.read_if_exists(path)
+  if not text then return nil end
+  local ok, data = pcall(json.decode, text)
+  if not ok or type(data) ~= "table" then return nil end
+  return setmetatable({ path = path, data = data }, Record)
+end
+
 --- The record of `id`, or nil.
 function state.find(id)
   for _, rec in ipairs(state.list()) do if rec.id == id then return rec end end

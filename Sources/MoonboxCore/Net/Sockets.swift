@@ -94,6 +94,18 @@ private let socketOptions: [String: (level: Int32, name: Int32, boolean: Bool)] 
     "packet_ignore_outgoing": (SOL_PACKET, PACKET_IGNORE_OUTGOING, true),
 ]
 
+/// Calls body with a sockaddr_un for a filesystem socket path; nil when the path does not fit.
+private func withUnixAddress(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32? {
+    var sun = sockaddr_un()
+    sun.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    let capacity = MemoryLayout.size(ofValue: sun.sun_path)
+    guard !bytes.isEmpty, bytes.count < capacity, !bytes.contains(0) else { return nil }
+    withUnsafeMutableBytes(of: &sun.sun_path) { raw in raw.copyBytes(from: bytes) }
+    let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
+    return withUnsafePointer(to: &sun) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, len) } }
+}
+
 let socketFunctions: [(String, LuaFunction)] = [
     // socket(family, type [, flags]): family "inet", "inet6", "unix" or "packet" (every
     // protocol: ETH_P_ALL); type "stream", "dgram" or "raw"; flags {"nonblock"}. Close-on-exec.
@@ -121,6 +133,10 @@ let socketFunctions: [(String, LuaFunction)] = [
             let index = if_nametoindex(address)
             if index == 0 { return lua.fail("bind(\(address))") }
             let r = mb_packet_bind(fd, Int32(index))
+            return r == 0 ? lua.ok() : lua.fail("bind(\(address))")
+        }
+        if socketDomain(fd) == AF_UNIX {
+            guard let r = withUnixAddress(address, { Glibc.bind(fd, $0, $1) }) else { throw a.error(2, "address", "a socket path of at most 107 bytes expected") }
             return r == 0 ? lua.ok() : lua.fail("bind(\(address))")
         }
         let port = try a.integer(3, "port")
@@ -161,7 +177,14 @@ let socketFunctions: [(String, LuaFunction)] = [
     ("connect", { lua in
         let a = Args(lua, "connect")
         let fd = try a.fd(1, "socket")
-        let address = try a.string(2, "address"), port = try a.integer(3, "port")
+        let address = try a.string(2, "address")
+        if socketDomain(fd) == AF_UNIX {
+            var r: Int32?
+            repeat { r = withUnixAddress(address, { Glibc.connect(fd, $0, $1) }) } while r == -1 && errno == EINTR && !signalWasCaught()
+            guard let result = r else { throw a.error(2, "address", "a socket path of at most 107 bytes expected") }
+            return result == 0 ? lua.ok() : lua.fail("connect(\(address))")
+        }
+        let port = try a.integer(3, "port")
         guard let sa = SocketAddress(address, port: port) else {
             throw a.error(2, "address", "an IPv4 or IPv6 address and a port 0-65535 expected")
         }

@@ -142,4 +142,25 @@ let inRootFunctions: [(String, LuaFunction)] = [
         let name = try a.component(3, "name")
         return Glibc.symlinkat(target, dir, name) == 0 ? lua.ok() : lua.fail("symlinkat(\(name) -> \(target))")
     }),
+    // unlinkat(dirfd, name [, "dir"]): unlink(2) (or rmdir with "dir") of a name in a folder fd.
+    ("unlinkat", { lua in
+        let a = Args(lua, "unlinkat")
+        let dir = try a.fd(1, "dirfd")
+        let name = try a.component(2, "name")
+        var flags: Int32 = 0
+        if let kind = try a.optString(3, "kind") {
+            guard kind == "dir" else { throw a.error(3, "kind", "must be \"dir\"") }
+            flags = AT_REMOVEDIR
+        }
+        return Glibc.unlinkat(dir, name, flags) == 0 ? lua.ok() : lua.fail("unlinkat(\(name))")
+    }),
+    // fchownat(dirfd, name, uid, gid): chown(2) of a name in a folder fd, not following a symlink.
+    ("fchownat", { lua in
+        let a = Args(lua, "fchownat")
+        let dir = try a.fd(1, "dirfd")
+        let name = try a.component(2, "name")
+        let uid = try a.integer(3, "uid"), gid = try a.integer(4, "gid")
+        guard (0...0xFFFF_FFFE).contains(uid), (0...0xFFFF_FFFE).contains(gid) else { throw a.error(3, "uid", "ids must be 0 to 4294967294") }
+        return Glibc.fchownat(dir, name, uid_t(uid), gid_t(gid), AT_SYMLINK_NOFOLLOW) == 0 ? lua.ok() : lua.fail("fchownat(\(name))")
+    }),
 ]

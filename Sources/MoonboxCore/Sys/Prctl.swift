@@ -25,11 +25,12 @@ let prctlFunctions: [(String, LuaFunction)] = [
         case "capbset_drop": r = call(PR_CAPBSET_DROP, UInt(try a.capability(2, "capability")))
         case "capbset_read": r = call(PR_CAPBSET_READ, UInt(try a.capability(2, "capability"))); if r >= 0 { lua.push(r == 1); return 1 }
         case "cap_ambient_clear_all": r = call(PR_CAP_AMBIENT, UInt(PR_CAP_AMBIENT_CLEAR_ALL))
+        case "cap_ambient_raise": r = mb_prctl(PR_CAP_AMBIENT, UInt(PR_CAP_AMBIENT_RAISE), UInt(try a.capability(2, "capability")), 0, 0)
         case "set_name":
             let name = try a.string(2, "name")
             r = name.withCString { mb_prctl(PR_SET_NAME, UInt(bitPattern: $0), 0, 0, 0) }
         default:
-            throw a.error(1, "option", "unknown prctl option '\(option)'; known: set_pdeathsig, get_pdeathsig, set_no_new_privs, get_no_new_privs, set_dumpable, get_dumpable, set_child_subreaper, set_keepcaps, capbset_drop, capbset_read, cap_ambient_clear_all, set_name")
+            throw a.error(1, "option", "unknown prctl option '\(option)'; known: set_pdeathsig, get_pdeathsig, set_no_new_privs, get_no_new_privs, set_dumpable, get_dumpable, set_child_subreaper, set_keepcaps, capbset_drop, capbset_read, cap_ambient_clear_all, cap_ambient_raise, set_name")
         }
         return r >= 0 ? lua.ok() : lua.fail("prctl(\(option))")
     }),

@@ -66,20 +66,44 @@ end
 local function harden(c, user)
   for _, r in ipairs(c.rlimits) do check("rlimits", sys.setrlimit(r[1], r[2], r[3])) end
   check("capabilities", security.drop_bounding(c.capabilities))
-  if user then
+  if user or c.additional_gids then
     -- In a user namespace setgroups is denied (the map was written that way): none to set.
-    if not c.namespaces.user then check("user", sys.setgroups(user.groups or {})) end
+    local groups = {}
+    for _, g in ipairs(user and user.groups or {}) do groups[#groups + 1] = g end
+    for _, g in ipairs(c.additional_gids or {}) do groups[#groups + 1] = g end
+    if not c.namespaces.user then check("user", sys.setgroups(groups)) end
+  end
+  if user then
     check("user", sys.setgid(user.gid))
     check("user", sys.setuid(user.uid))
   end
-  if not user or user.uid == 0 then check("capabilities", security.set_capabilities(c.capabilities)) end
+  if c.capability_sets then
+    check("capabilities", security.set_capability_sets(c.capability_sets))
+  elseif not user or user.uid == 0 then
+    check("capabilities", security.set_capabilities(c.capabilities))
+  end
   if c.no_new_privileges then check("no_new_privs", sys.prctl("set_no_new_privs")) end
 end
 
 --- The last steps before exec, shared by a container's first process and by exec inside it:
 -- user, limits and capabilities, the working folder (made when an image names a missing one),
 -- pdeathsig again (a credential change clears it), fds, seccomp, the umask.
-local function finish(c, user, cwd, make_cwd, parent_pidfd, env)
+-- runc's create/start: the process waits here, all set up, until `start` opens the exec fifo
+-- for reading. The fifo was opened (O_PATH) before pivot_root; it is reopened for writing
+-- through /proc/self/fd, which blocks until the reader comes. Then startContainer hooks run.
+local function hold(c, ctx)
+  if ctx.err_w then ctx.err_w:close() ctx.err_w = nil end  -- the caller's create returns now
+  local fifo = check("exec fifo", sys.open("/proc/self/fd/" .. ctx.exec_fifo:fileno(), "wronly"))
+  check("exec fifo", sys.write(fifo, "0"))
+  fifo:close()
+  ctx.exec_fifo:close()
+  for i, h in ipairs(c.start_hooks or {}) do
+    local r = process.run_hook(h)
+    if not r.ok then errors.raise("startContainer hook " .. i .. " (" .. h.path .. "): " .. r.why, { step = "hooks" }, 0) end
+  end
+end
+
+local function finish(c, user, cwd, make_cwd, parent_pidfd, env, ctx)
   user = resolve_user(c, user)
   if user and not c.env_home_given then env.HOME = user.home or (user.uid == 0 and "/root" or "/") end
   if not user and not c.env_home_given then env.HOME = env.HOME or "/root" end
@@ -96,9 +120,16 @@ local function finish(c, user, cwd, make_cwd, parent_pidfd, env)
   if not here or here:sub(1, 1) ~= "/" then
     errors.raise("chdir(" .. cwd .. "): working folder is outside the container", { step = "cwd" }, 0)
   end
-  die_with_parent(parent_pidfd)
-  check("fds", sys.close_range(3, nil, { "cloexec" }))
+  if c.detach and ctx then
+    -- It outlives the moonbox that made it (an OCI create): its caller reaps it.
+    check("prctl", sys.prctl("set_pdeathsig", 0))
+  else
+    die_with_parent(parent_pidfd)
+  end
+  -- fds 3 to 3+keep_fds-1 are the caller's to pass on (OCI --preserve-fds, LISTEN_FDS)
+  check("fds", sys.close_range(3 + (ctx and c.keep_fds or 0), nil, { "cloexec" }))
   sys.umask(c.umask or tonumber("022", 8))
+  if ctx and ctx.exec_fifo then hold(c, ctx) end
   -- seccomp last, just before exec: nothing of the setup runs under it.
   if c.seccomp_program and c.no_new_privileges then check("seccomp", sys.seccomp_load(c.seccomp_program)) end
 end
@@ -195,10 +226,14 @@ function child.main(c, ctx)
     -- The parent's ends go at once: a read of the sync pipe then ends when the parent dies.
     ctx.sync_w:close()
     ctx.err_r:close()
-    die_with_parent(ctx.parent_pidfd)
+    die_with_parent(ctx.parent_pidfd)  -- until it is handed off (detach: in finish)
     child.fault("child_started")
     -- The parent's go-ahead: id maps and cgroup attach are under way.
     if sys.read(ctx.sync_r, 1) ~= "g" then sys._exit(125) end
+    -- Namespaces named by path (an OCI bundle's: a pod's network, say) are joined, not made.
+    for _, kind in ipairs({ "ipc", "uts", "net", "cgroup" }) do
+      if c.join[kind] then check("join " .. kind .. " namespace", sys.setns(c.join[kind], kind)) end
+    end
     -- Non-dumpable from here to exec: nothing in the container may read or ptrace this
     -- process (its /proc files turn root-owned; the parent needed them for the id maps).
     check("prctl", sys.prctl("set_dumpable", false))
@@ -234,12 +269,18 @@ function child.main(c, ctx)
     end
     local env = {}
     for k, v in pairs(c.env) do env[k] = v end
-    finish(c, c.user, c.cwd, c.make_cwd, ctx.parent_pidfd, env)
+    finish(c, c.user, c.cwd, c.make_cwd, ctx.parent_pidfd, env, ctx)
     if ctx.parent_pidfd then ctx.parent_pidfd:close() end
     if c.init then run_init(c.command, env, ctx.err_w) end
     local _, msg, errno = process.exec(c.command, env)
     errors.raise(msg, { step = "exec", errno = errno, exec = true }, 0)
-  end, child.report_to(ctx.err_w))
+  end, function(err)
+    if ctx.err_w then return child.report_to(ctx.err_w)(err) end
+    -- after an OCI create returned, nobody reads the pipe: the error goes to the container's stderr
+    local e = errors.wrap(err)
+    sys.write(2, "moonbox: " .. (e.step and (e.step .. ": ") or "") .. e.message .. "\n")
+    if e.exec then e.exit = process.exec_status(e.errno) end
+  end)
 end
 
 --- A command in a running container: this process (forked by the parent) joins the cgroup and
@@ -258,6 +299,12 @@ function child.exec_main(c, ctx)
     local me = check("pidfd", sys.pidfd_open(sys.getpid()))
     -- The pid namespace applies to children: the command runs in a grandchild.
     local inner = check("fork", sys.fork())
+    if inner ~= 0 and ctx.detach then
+      -- Detached (an OCI exec --detach): its pid goes back, and it is left to the caller's
+      -- subreaper; a failure of its exec follows on the pipe and is read by nobody.
+      sys.write(ctx.report, json.encode({ pid = inner }) .. "\n")
+      sys._exit(0)
+    end
     if inner ~= 0 then
       me:close()
       -- This process only waits: its copies of the pipes would keep the command's stdin open.
@@ -270,6 +317,17 @@ function child.exec_main(c, ctx)
     end
     process.child(function()
       ctx.stdio:child()
+      if ctx.console then
+        check("setsid", sys.setsid())
+        local master, slave, name = sys.openpty("/dev/pts/ptmx")
+        check("tty", master, slave, name)
+        check("tty", sys.send_fd(ctx.console, master))
+        master:close()
+        ctx.console:close()
+        for fd = 0, 2 do check("tty", sys.dup2(slave, fd)) end
+        slave:close()
+        check("tty", sys.tiocsctty(0))
+      end
       local env = {}
       for k2, v in pairs(ctx.env) do env[k2] = v end
       finish(c, ctx.user, ctx.cwd, false, me, env)

@@ -136,7 +136,12 @@ local function apply_limits(self)
     end
     setup_failed(msg, { step = "cgroup", errno = errno })
   end
-  local okd, why = self.group:restrict_devices(security.allowed_devices)
+  local rules = security.allowed_devices
+  if self.spec.device_rules then
+    rules = { table.unpack(security.allowed_devices) }
+    for _, r in ipairs(self.spec.device_rules) do rules[#rules + 1] = r end
+  end
+  local okd, why = self.group:restrict_devices(rules)
   if not okd and not warned_devices and not rootless then
     warned_devices = true
     io.stderr:write("moonbox: warning: devices are not restricted: ", tostring(why), "\n")
@@ -275,7 +280,7 @@ function Container:_start()
   end
   -- What the container will make is recorded first, durably; then it is made. Until its record
   -- exists (a name in use refuses it), the container owns nothing, so removal touches nothing.
-  local group = cgroup.new(cgroup.container_group(self.id))
+  local group = cgroup.new(c.cgroup or cgroup.container_group(self.id))
   local dir
   if c.image or c.limits.disk then
     local image = require "moonbox.image"
@@ -350,8 +355,20 @@ function Container:_start()
     end
   end)
   if not okt then go_home() error(errt, 0) end
+  if c.exec_fifo then
+    ctx.exec_fifo = errors.check({ step = "exec fifo", code = 125 }, sys.open(c.exec_fifo, { "path" }))
+  end
+  -- A pid namespace to join applies to the children made after setns: the clone goes into it.
+  local home_pid
+  if c.join.pid then
+    home_pid = assert(sys.open("/proc/self/ns/pid", "rdonly"))
+    local okp, msgp, errp = sys.setns(c.join.pid, "pid")
+    if not okp then home_pid:close() go_home() setup_failed(msgp, { step = "join pid namespace", errno = errp }) end
+  end
   local pid, msg, errno = sys.clone(names)
   if pid == 0 then child.main(c, ctx) end
+  if home_pid then assert(sys.setns(home_pid, "pid")) home_pid:close() end
+  if ctx.exec_fifo then ctx.exec_fifo:close() end
   go_home()
   if ctx.root_tree then ctx.root_tree:close() end
   for _, t in pairs(ctx.trees) do t:close() end
@@ -383,6 +400,11 @@ function Container:_start()
     if not okn then setup_failed(tostring(errn), { step = "network", errno = errors.is(errn) and errn.errno or nil }) end
     child.fault("after_network")
   end
+  if c.on_created then
+    -- an OCI bundle's prestart and createRuntime hooks: namespaces made, nothing run yet
+    local okc, errc = pcall(c.on_created, self)
+    if not okc then setup_failed(tostring(errors.is(errc) and errc.message or errc), { step = "hooks" }) end
+  end
   sys.write(sync_w, "c")  -- limits in place: setup and exec may go on
   sync_w:close()
   child.fault("after_limits")
@@ -402,6 +424,30 @@ function Container:_start()
   if stdin_w then self.feeder = cio.feed(stdin_w, c.stdin) end
 end
 
+-- A detached container (an OCI create) outlives this moonbox: no cleanup at exit, and its
+-- record is owned by its first process, so gc leaves it alone while it lives. Whoever knows its
+-- id removes it later (moonbox.oci's delete: container.adopt, then remove).
+function Container:_hand_off()
+  cleanup.remove(self.token)
+  self.token = nil
+  local start = process.start_time(self.pid)
+  if self.record then self.record:update({ owner = self.pid, owner_start = start, detached = true }) end
+  if self.pidfd then self.pidfd:close() self.pidfd = nil end
+  self.owner = 0  -- neither remove nor __gc acts from this process any more
+end
+
+--- A handle on a detached container made by another moonbox process, from what it recorded:
+-- o = {id=, pid=, spec= (a checked spec), cgroup= (the group name)}. It can exec, pause,
+-- resume, kill and remove; it is not waited for (its parent reaps it).
+function container.adopt(o)
+  local self = setmetatable({ id = o.id, spec = o.spec, state = o.pid and "running" or "exited", pid = o.pid,
+    owner = sys.getpid(), adopted = true }, Container)
+  self.group = cgroup.new(o.cgroup or cgroup.container_group(o.id))
+  self.record = state.open(o.id)
+  self.capture = {}
+  return self
+end
+
 --- Starts the container: returns when the command runs (or raises with the failed step).
 function Container:start()
   if self.state ~= "created" then error("container " .. self.id .. " is " .. self.state .. ", not created", 2) end
@@ -417,6 +463,7 @@ function Container:start()
     error(err, 2)
   end
   self.state = "running"
+  if self.spec.detach then self:_hand_off() return self end
   -- what a script asked of its links before it started (moonbox.net)
   local net = package.loaded["moonbox.net"]
   if net then
@@ -629,7 +676,8 @@ end
 function Container:exec(argv, opts)
   if self.state ~= "running" then error("container " .. self.id .. " is " .. self.state .. ", not running", 2) end
   check.strings("container:exec", "argv", argv)
-  opts = check.options("container:exec", opts or {}, { env = true, cwd = true, user = true, stdin = true, capture = true })
+  opts = check.options("container:exec", opts or {}, { env = true, cwd = true, user = true, stdin = true, capture = true,
+    detach = true, console_socket = true, capabilities = true, no_new_privileges = true })
   local env = {}
   for k, v in pairs(self.spec.env) do env[k] = v end
   for k, v in pairs(opts.env or {}) do env[k] = check.string("container:exec", "env." .. tostring(k), v, true) end
@@ -639,13 +687,38 @@ function Container:exec(argv, opts)
     stdio = process.stdio(opts.stdin, opts.capture ~= false), parent_pidfd = assert(sys.pidfd_open(sys.getpid())),
     group = self.group, target = self.pid, kinds = kinds, argv = argv, env = env,
     user = opts.user and spec.parse_user(opts.user, "container:exec") or self.spec.user, cwd = opts.cwd or self.spec.cwd,
+    detach = opts.detach, console_socket = opts.console_socket,
   }
+  if opts.console_socket then
+    -- the command's terminal master goes to the caller's socket (an OCI exec --console-socket)
+    ctx.console = assert(sys.socket("unix", "stream"))
+    local okc, msgc, errc = sys.connect(ctx.console, opts.console_socket)
+    if not okc then errors.raise("container exec failed: console socket: " .. msgc, { step = "tty", errno = errc, code = 125 }, 2) end
+  end
+  local c = self.spec
+  if opts.capabilities ~= nil or opts.no_new_privileges ~= nil then
+    -- an OCI process.json's own capabilities and no_new_privileges
+    c = setmetatable({ capability_sets = opts.capabilities or self.spec.capability_sets,
+      capabilities = opts.capabilities and opts.capabilities.bounding or self.spec.capabilities,
+      no_new_privileges = opts.no_new_privileges == nil and self.spec.no_new_privileges or opts.no_new_privileges }, { __index = self.spec })
+  end
   local rep_r, rep_w = assert(sys.pipe())
   ctx.report = rep_w
   local pid = assert(sys.fork())
-  if pid == 0 then child.exec_main(self.spec, ctx) end
+  if pid == 0 then child.exec_main(c, ctx) end
   rep_w:close()
   ctx.parent_pidfd:close()
+  if ctx.console then ctx.console:close() end
+  if opts.detach then
+    -- the first line is the command's pid (or a failure); nobody here waits for it
+    local line = process.read_all(rep_r):match("^[^\n]*")
+    rep_r:close()
+    sys.wait(pid)
+    local m = line ~= "" and json.decode(line) or {}
+    if m.message then errors.raise("container exec failed: " .. m.message, { step = m.step or "exec", errno = m.errno, code = m.code or 125 }, 2) end
+    if not m.pid then errors.raise("container exec failed: the command's pid was lost", { code = 125 }, 2) end
+    return { pid = m.pid }
+  end
   local stdout, stderr = ctx.stdio:finish(self.spec.capture_limit)
   local lines = process.read_all(rep_r)
   rep_r:close()

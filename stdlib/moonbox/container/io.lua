@@ -14,6 +14,14 @@ local cio = {}
 function cio.open(c)
   local fds, capture = {}, {}
   local stdin_w, console
+  if c.tty and c.console_socket then
+    -- the pty's master goes to the caller's socket (an OCI --console-socket), not to moonbox
+    local sock = assert(sys.socket("unix", "stream"))
+    local ok, msg, errno = sys.connect(sock, c.console_socket)
+    if not ok then sock:close() errors.raise("container setup failed: console socket: " .. msg, { step = "tty", errno = errno, code = 125 }, 0) end
+    fds.console = sock
+    return fds, capture, nil, nil
+  end
   if c.tty then
     console, fds.console = assert(sys.socketpair())
     return fds, capture, nil, console

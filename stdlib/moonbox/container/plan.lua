@@ -37,6 +37,21 @@ function plan.build(c, defaults)
   local ops = {}
   local function add(op) ops[#ops + 1] = op end
   local userns = c.namespaces.user or false
+  if c.default_mounts == false then
+    -- An OCI bundle lists every mount itself (/proc, /dev, /sys...): they come first, then the
+    -- standard devices and links in its /dev, as runc makes them.
+    plan.spec_mounts(c, add)
+    for _, d in ipairs(defaults.devices) do
+      add({ op = "device", target = "/dev/" .. d[1], major = d[2], minor = d[3], mode = MODE_666, bind = userns })
+    end
+    plan.devices(c, add, userns)
+    for _, l in ipairs({ { "fd", "/proc/self/fd" }, { "stdin", "/proc/self/fd/0" }, { "stdout", "/proc/self/fd/1" },
+      { "stderr", "/proc/self/fd/2" }, { "ptmx", "pts/ptmx" }, { "core", "/proc/kcore" } }) do
+      add({ op = "symlink", target = "/dev/" .. l[1], link = l[2], optional = true })
+    end
+    plan.finish(c, add)
+    return ops
+  end
   add({ op = "mount", fstype = "proc", source = "proc", target = "/proc", flags = { "nosuid", "nodev", "noexec" } })
   -- /dev: a tmpfs with the standard nodes (bound from the host where mknod is not allowed, as
   -- in a user namespace), the fd links, pts, shm and mqueue.
@@ -60,24 +75,66 @@ function plan.build(c, defaults)
     -- sysfs needs a net namespace of our own: the host's, bound read-only.
     add({ op = "bind", source = "/sys", target = "/sys", recursive = true, readonly = true, flags = { "nosuid", "nodev", "noexec" } })
   end
+  plan.spec_mounts(c, add)
+  plan.devices(c, add, userns)
+  plan.finish(c, add)
+  return ops
+end
+
+-- Extra device nodes (an OCI bundle's linux.devices).
+function plan.devices(c, add, userns)
+  for _, d in ipairs(c.devices or {}) do
+    add({ op = "device", target = d.path, type = d.type, major = d.major, minor = d.minor, mode = d.mode, uid = d.uid, gid = d.gid,
+      bind = userns })
+  end
+end
+
+-- The spec's own mounts. Raw flags and data (an OCI mount's options) are used as given.
+function plan.spec_mounts(c, add)
   for _, m in ipairs(c.mounts) do
     if m.type == "bind" then
-      add({ op = "bind", source = m.source, target = m.target, readonly = m.readonly, file = m.file, recursive = true })
-    elseif m.type == "tmpfs" then
+      add({ op = "bind", source = m.source, target = m.target, readonly = m.readonly, file = m.file,
+        recursive = not (m.flags and not plan.has(m.flags, "rec")), flags = m.flags and plan.without(m.flags, { "bind", "rec", "ro", "rw" }) or nil })
+    elseif m.type == "tmpfs" and not m.flags then
       add({ op = "mount", fstype = "tmpfs", source = "tmpfs", target = m.target, flags = { "nosuid", "nodev", m.readonly and "ro" or "rw" },
         data = "mode=" .. (m.mode or "1777") .. (m.size and (",size=" .. m.size) or "") .. (m.options and ("," .. m.options) or "") })
-    elseif m.type == "proc" then
+    elseif m.type == "proc" and not m.flags then
       add({ op = "mount", fstype = "proc", source = "proc", target = m.target, flags = { "nosuid", "nodev", "noexec" } })
+    elseif m.type == "cgroup" then
+      -- The host's hierarchy, read-only unless the bundle says rw (cgroup v1 has no namespaced view).
+      local ro = not (m.flags and plan.has(m.flags, "rw"))
+      add({ op = "bind", source = "/sys/fs/cgroup", target = m.target, recursive = true, readonly = ro, flags = { "nosuid", "nodev", "noexec" } })
+    else
+      local flags = m.flags or {}
+      if m.readonly and not plan.has(flags, "ro") then flags = { "ro", table.unpack(flags) } end
+      add({ op = "mount", fstype = m.type, source = m.source or m.type, target = m.target, flags = flags, data = m.data })
     end
   end
+end
+
+function plan.has(list, word)
+  for _, w in ipairs(list) do if w == word then return true end end
+  return false
+end
+
+function plan.without(list, words)
+  local drop, out = {}, {}
+  for _, w in ipairs(words) do drop[w] = true end
+  for _, w in ipairs(list) do if not drop[w] then out[#out + 1] = w end end
+  return out
+end
+
+-- What follows the mounts: /etc/hosts of networks, sysctls (while /proc/sys is writable),
+-- masks, read-only paths, a read-only rootfs.
+function plan.finish(c, add)
   if c.hosts_file then
     -- the names of its networks' members, kept current by moonbox.net (rewritten in place)
     add({ op = "bind", source = c.hosts_file, target = "/etc/hosts", file = true })
   end
+  for _, kv in ipairs(c.sysctl or {}) do add({ op = "sysctl", target = "/proc/sys/" .. kv[1]:gsub("%.", "/"), value = kv[2], name = kv[1] }) end
   for _, p in ipairs(c.masked_paths) do add({ op = "mask", target = p }) end
   for _, p in ipairs(c.readonly_paths) do add({ op = "readonly", target = p, flags = { "nosuid", "nodev", "noexec" } }) end
   if c.readonly_rootfs then add({ op = "remount_ro", target = "/" }) end
-  return ops
 end
 
 --- One line per operation, for --dry-run and for tests.
@@ -158,6 +215,15 @@ function apply.bind(op, root, userns, trees)
   return true
 end
 
+function apply.sysctl(op, root)
+  local fd, msg, errno = sys.open_in_root(root, op.target, { flags = { "wronly", "trunc" } })
+  if not fd then return failure("sysctl " .. op.name, msg, errno) end
+  local ok, wmsg, werr = sys.write(fd, op.value)
+  fd:close()
+  if not ok then return failure("sysctl " .. op.name, wmsg, werr) end
+  return true
+end
+
 function apply.device(op, root)
   local dir_path, name = op.target:match("^(.*)/([^/]+)$")
   if op.bind then
@@ -170,7 +236,9 @@ function apply.device(op, root)
   end
   local dir, msg, errno = sys.open_in_root(root, dir_path, { create = "dir" })
   if not dir then return failure("device " .. op.target, msg, errno) end
-  local ok, mmsg, merr = sys.mknodat(dir, name, "char", op.mode, op.major, op.minor)
+  sys.unlinkat(dir, name)  -- a bundle's device replaces a default one of the same name
+  local ok, mmsg, merr = sys.mknodat(dir, name, op.type or "char", op.mode, op.major, op.minor)
+  if ok and (op.uid or op.gid) then ok, mmsg, merr = sys.fchownat(dir, name, op.uid or 0, op.gid or 0) end
   dir:close()
   if not ok then return failure("mknod(" .. op.target .. ")", mmsg, merr) end
   return true
@@ -182,6 +250,7 @@ function apply.symlink(op, root)
   if not dir then return failure("symlink(" .. op.target .. ")", msg, errno) end
   local ok, smsg, serr = sys.symlinkat(op.link, dir, name)
   dir:close()
+  if not ok and op.optional and serr == "EEXIST" then return true end
   if not ok then return failure("symlink(" .. op.target .. ")", smsg, serr) end
   return true
 end

@@ -31,6 +31,10 @@ local SPEC_KEYS = {
   name = true, masked_paths = true, readonly_paths = true, cap_add = true, cap_drop = true, seccomp = true,
   no_new_privileges = true, rlimits = true, cpu_time = true, kill_on_output_limit = true, id_map = true,
   mount_namespace = true, image = true, networks = true, ports = true,
+  -- what an OCI bundle asks beyond a script's needs (moonbox.oci maps config.json onto these)
+  default_mounts = true, devices = true, sysctl = true, join = true, exec_fifo = true, console_socket = true,
+  detach = true, cgroup = true, capability_sets = true, additional_gids = true, umask = true, on_created = true,
+  start_hooks = true, device_rules = true, keep_fds = true,
 }
 spec.keys = SPEC_KEYS
 local LIMIT_KEYS = { memory = true, pids = true, cpus = true, swap = true, cpu_weight = true, disk = true }
@@ -68,7 +72,9 @@ function spec.parse_user(user, where)
   return { user = u, uid = uid, group = g, gid = gid }
 end
 
---- "SRC:DST[:ro]" or {type=, source=, target=, readonly=, size=, mode=, options=}.
+local MOUNT_TYPES = { bind = true, tmpfs = true, proc = true, sysfs = true, devpts = true, mqueue = true, cgroup = true }
+
+--- "SRC:DST[:ro]" or {type=, source=, target=, readonly=, size=, mode=, options=, flags=, data=}.
 local function normalize_mount(m, i, elsewhere)
   local label = string.format("mounts[%d]", i)
   if type(m) == "string" then
@@ -79,12 +85,17 @@ local function normalize_mount(m, i, elsewhere)
     m = { type = "bind", source = src, target = dst, readonly = opt == "ro" }
   end
   if type(m) ~= "table" then fail(label .. " must be a table or \"SRC:DST[:ro]\"") end
-  check.options(WHERE .. " " .. label, m, { type = true, source = true, target = true, readonly = true, size = true, mode = true, options = true })
+  check.options(WHERE .. " " .. label, m, { type = true, source = true, target = true, readonly = true, size = true, mode = true, options = true,
+    flags = true, data = true })
   local kind = m.type or (m.source and "bind") or nil
-  if kind ~= "bind" and kind ~= "tmpfs" and kind ~= "proc" then fail(label .. ": type must be bind, tmpfs or proc") end
+  if not MOUNT_TYPES[kind] then fail(label .. ": type must be bind, tmpfs, proc, sysfs, devpts, mqueue or cgroup, got " .. check.show(kind)) end
   check.absolute(WHERE, label .. ".target", m.target)
   if m.readonly ~= nil then check.boolean(WHERE, label .. ".readonly", m.readonly) end
   local out = { type = kind, target = m.target, readonly = m.readonly or false }
+  -- mount(2)'s own flags and data, as an OCI mount's options give them
+  if m.flags ~= nil then out.flags = (type(m.flags) == "table" and #m.flags == 0) and {} or check.strings(WHERE, label .. ".flags", m.flags) end
+  if m.data ~= nil then out.data = check.string(WHERE, label .. ".data", m.data, true) end
+  if m.source ~= nil and kind ~= "bind" then out.source = check.string(WHERE, label .. ".source", m.source) end
   if kind == "bind" then
     check.string(WHERE, label .. ".source", m.source)
     -- In a base mount namespace (a sandbox box's) sources live there: they are checked at start.
@@ -117,6 +128,91 @@ local function merge_env(spec_env, image_env, defaults)
   end
   for k, v in pairs(spec_env) do env[k] = v end
   return env
+end
+
+local DEVICE_TYPES = { c = "char", b = "block", p = "fifo", u = "char" }
+local JOINABLE = { net = true, ipc = true, uts = true, pid = true, cgroup = true }
+local CAP_SETS = { bounding = true, effective = true, permitted = true, inheritable = true, ambient = true }
+
+-- The keys an OCI bundle needs (see SPEC_KEYS): checked here, applied by plan, child and init.
+function spec.check_runtime_keys(s, c)
+  c.default_mounts = s.default_mounts ~= false
+  if s.default_mounts ~= nil then check.boolean(WHERE, "default_mounts", s.default_mounts) end
+  c.devices = {}
+  if s.devices ~= nil then
+    if type(s.devices) ~= "table" then fail("devices must be a list of {path=, type=, major=, minor=, mode=, uid=, gid=}") end
+    for i, d in ipairs(s.devices) do
+      local label = "devices[" .. i .. "]"
+      if type(d) ~= "table" then fail(label .. " must be a table") end
+      check.options(WHERE .. " " .. label, d, { path = true, type = true, major = true, minor = true, mode = true, uid = true, gid = true })
+      check.absolute(WHERE, label .. ".path", d.path)
+      local t = DEVICE_TYPES[d.type]
+      if not t then fail(label .. ".type must be c, b, u or p, got " .. check.show(d.type)) end
+      c.devices[i] = { path = d.path, type = t, major = t ~= "fifo" and check.integer(WHERE, label .. ".major", d.major or 0, 0) or 0,
+        minor = t ~= "fifo" and check.integer(WHERE, label .. ".minor", d.minor or 0, 0) or 0,
+        mode = d.mode ~= nil and check.integer(WHERE, label .. ".mode", d.mode, 0, tonumber("7777", 8)) or tonumber("666", 8),
+        uid = d.uid ~= nil and check.integer(WHERE, label .. ".uid", d.uid, 0) or nil,
+        gid = d.gid ~= nil and check.integer(WHERE, label .. ".gid", d.gid, 0) or nil }
+    end
+  end
+  c.sysctl = {}
+  if s.sysctl ~= nil then
+    if type(s.sysctl) ~= "table" then fail("sysctl must be a table {[\"net.ipv4.ip_forward\"] = \"1\"}") end
+    for k, v in pairs(s.sysctl) do
+      if type(k) ~= "string" or not k:match("^[%w_][%w_.%-/]*$") or k:find("%.%.") then fail("sysctl: bad name " .. check.show(k)) end
+      if type(v) ~= "string" and type(v) ~= "number" then fail("sysctl." .. k .. " must be a string") end
+      c.sysctl[#c.sysctl + 1] = { k, tostring(v) }
+    end
+    table.sort(c.sysctl, function(a, b) return a[1] < b[1] end)
+  end
+  c.join = {}
+  if s.join ~= nil then
+    if type(s.join) ~= "table" then fail("join must be a table {net = \"/proc/PID/ns/net\", ...}") end
+    for k, v in pairs(s.join) do
+      if not JOINABLE[k] then fail("join: namespace " .. check.show(k) .. " cannot be joined (net, ipc, uts, pid, cgroup)") end
+      c.join[k] = check.absolute(WHERE, "join." .. k, v)
+      c.namespaces[k == "mnt" and "mount" or k] = nil
+    end
+  end
+  for _, k in ipairs({ "exec_fifo", "console_socket", "cgroup" }) do
+    if s[k] ~= nil then c[k] = check.string(WHERE, k, s[k]) end
+  end
+  if c.console_socket and not c.tty then fail("console_socket needs tty = true") end
+  if s.detach ~= nil then c.detach = check.boolean(WHERE, "detach", s.detach) end
+  if s.capability_sets ~= nil then
+    if type(s.capability_sets) ~= "table" then fail("capability_sets must be a table {bounding=, effective=, permitted=, inheritable=, ambient=}") end
+    local sets = {}
+    for k, v in pairs(s.capability_sets) do
+      if not CAP_SETS[k] then fail("capability_sets: unknown set " .. check.show(k)) end
+      local ok, list = pcall(security.capabilities, { "all" }, nil)
+      local known = {}
+      for _, cap in ipairs(ok and list or {}) do known[cap] = true end
+      if type(v) ~= "table" then fail("capability_sets." .. k .. " must be a list of capability names") end
+      local out = {}
+      for _, cap in ipairs(v) do
+        local name = cap:lower():gsub("^cap_", "")
+        if not known[name] then fail("capability_sets." .. k .. ": unknown capability " .. check.show(cap)) end
+        out[#out + 1] = name
+      end
+      sets[k] = out
+    end
+    c.capability_sets = sets
+    c.capabilities = sets.bounding or c.capabilities
+  end
+  if s.additional_gids ~= nil then
+    if type(s.additional_gids) ~= "table" then fail("additional_gids must be a list of group ids") end
+    c.additional_gids = {}
+    for i, g in ipairs(s.additional_gids) do c.additional_gids[i] = check.integer(WHERE, "additional_gids[" .. i .. "]", g, 0, 4294967294) end
+  end
+  if s.keep_fds ~= nil then c.keep_fds = check.integer(WHERE, "keep_fds", s.keep_fds, 0, 65536) end
+  if s.device_rules ~= nil then c.device_rules = check.strings(WHERE, "device_rules", s.device_rules) end
+  if s.umask ~= nil then c.umask = check.integer(WHERE, "umask", s.umask, 0, tonumber("777", 8)) end
+  if s.on_created ~= nil and type(s.on_created) ~= "function" then fail("on_created must be a function(container)") end
+  c.on_created = s.on_created
+  if s.start_hooks ~= nil then
+    if type(s.start_hooks) ~= "table" then fail("start_hooks must be a list of {path=, args=, env=, timeout=}") end
+    c.start_hooks = s.start_hooks
+  end
 end
 
 --- Checks and normalizes a spec. Returns the normalized container description.
@@ -301,6 +397,8 @@ function spec.check(s)
     end
     table.sort(c.rlimits, function(a, b) return a[1] < b[1] end)
   end
+
+  spec.check_runtime_keys(s, c)
 
   -- stdio
   c.stdin = s.stdin or (c.tty and "inherit" or "null")
