@@ -33,14 +33,17 @@ end
 function cgroup.container_group(id) return "c-" .. id end
 
 --- True when `path` has the form of a folder moonbox made for a container: an absolute path
--- with no "." or ".." parts whose last two parts are "moonbox" and "c-NAME".
+-- with no "." or ".." parts whose last two parts are "moonbox" and "c-NAME", or below
+-- "moonbox/oci/" (an OCI container's).
 function cgroup.is_moonbox_folder(path)
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then return false end
   for part in path:gmatch("[^/]+") do
     if part == "." or part == ".." then return false end
   end
   local parent, leaf = path:match("/([^/]+)/([^/]+)$")
-  return parent == "moonbox" and leaf ~= nil and leaf:match("^c%-[%w][%w_.-]*$") ~= nil
+  if parent == "moonbox" and leaf ~= nil and leaf:match("^c%-[%w][%w_.-]*$") ~= nil then return true end
+  -- an OCI container's group without a cgroupsPath of its own: moonbox/oci/ID (or a relative path)
+  return path:match("/moonbox/oci/[%w_.-][%w_./-]*$") ~= nil
 end
 
 --- The cgroup keys for container limits (memory, swap, pids, cpus, cpu_weight, io_weight).

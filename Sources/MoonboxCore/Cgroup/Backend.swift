@@ -64,11 +64,14 @@ extension CgroupBackend {
 
 // MARK: shared helpers
 
+/// A group is a relative path below moonbox's parent cgroup ("web", "jobs/1"), or an absolute
+/// one below the hierarchy's root ("/libpod_parent/libpod-ID": an OCI cgroupsPath).
 func checkGroupName(_ group: String) throws(CgroupError) {
-    guard !group.isEmpty, !group.hasPrefix("/"), !group.hasSuffix("/") else {
-        throw .misuse("group '\(group)' must be a relative path like 'web' or 'jobs/1'")
+    let relative = group.hasPrefix("/") ? String(group.dropFirst()) : group
+    guard !relative.isEmpty, !relative.hasPrefix("/"), !relative.hasSuffix("/") else {
+        throw .misuse("group '\(group)' must be a path like 'web', 'jobs/1' or '/machine/web'")
     }
-    for part in group.split(separator: "/", omittingEmptySubsequences: false) {
+    for part in relative.split(separator: "/", omittingEmptySubsequences: false) {
         guard !part.isEmpty, part != ".", part != "..",
               part.allSatisfy({ $0.isLetter || $0.isNumber || "._-".contains($0) }) else {
             throw .misuse("group '\(group)' has a bad component '\(part)' (letters, digits, '.', '_' and '-' only)")

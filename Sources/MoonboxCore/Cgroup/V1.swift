@@ -10,7 +10,17 @@ final class CgroupV1: CgroupBackend {
     /// "controller group" pairs this process has made.
     private var created: Set<String> = []
 
-    init(parents: [String: String]) { self.parents = parents }
+    /// controller name -> the hierarchy's root folder (where absolute groups start).
+    let roots: [String: String]
+
+    init(parents: [String: String], roots: [String: String] = [:]) { self.parents = parents; self.roots = roots }
+
+    /// A group's folder in one controller's hierarchy: below moonbox's parent, or below the
+    /// hierarchy's root for an absolute group.
+    private func folder(_ controller: String, _ group: String) -> String? {
+        if group.hasPrefix("/") { return roots[controller].map { $0 + group } }
+        return parents[controller].map { $0 + "/" + group }
+    }
 
     /// The hierarchies every group is created in; cpuset and blkio only on demand.
     static let coreControllers = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"]
@@ -20,8 +30,7 @@ final class CgroupV1: CgroupBackend {
     func directories(_ group: String) -> [String] {
         var seen = Set<String>()
         return (CgroupV1.coreControllers + CgroupV1.onDemandControllers).compactMap { c in
-            guard let p = parents[c] else { return nil }
-            let d = p + "/" + group
+            guard let d = folder(c, group) else { return nil }
             return seen.insert(d).inserted ? d : nil
         }
     }
@@ -31,10 +40,10 @@ final class CgroupV1: CgroupBackend {
     }
 
     private func dir(_ controller: String, _ group: String) throws(CgroupError) -> String {
-        guard let p = parents[controller] else {
+        guard let d = folder(controller, group) else {
             throw .system("cgroup v1 controller '\(controller)' is not mounted", ENOENT)
         }
-        return p + "/" + group
+        return d
     }
 
     private func createIn(_ controller: String, _ group: String) throws(CgroupError) {
@@ -45,6 +54,11 @@ final class CgroupV1: CgroupBackend {
             for f in ["cpuset.cpus", "cpuset.mems"] {
                 if let v = readTextFile(parent + "/" + f).0 { _ = writeProcFile(dir + "/" + f, v.trimmingSpaces()) }
             }
+        }
+        if group.hasPrefix("/") {
+            guard let root = roots[controller] else { throw .system("cgroup v1 controller '\(controller)' has no known root", ENOENT) }
+            try makeCgroupBelow(root, String(group.dropFirst()), prepare: copyCpuset)
+            return
         }
         try makeCgroupBelow(base, "moonbox", prepare: copyCpuset)
         try makeCgroupBelow(p, group, prepare: copyCpuset)
@@ -78,7 +92,7 @@ final class CgroupV1: CgroupBackend {
     private func native(_ group: String, _ key: String) -> (String, String)? {
         guard let controller = key.split(separator: ".").first.map(String.init), !key.contains("/"),
               let p = parents[controller] else { return nil }
-        let inGroup = p + "/" + group + "/" + key
+        let inGroup = (folder(controller, group) ?? (p + "/" + group)) + "/" + key
         return fileExists(inGroup) || fileExists(p + "/" + key) || fileExists(String(p[..<p.lastIndex(of: "/")!]) + "/" + key)
             ? (controller, key) : nil
     }

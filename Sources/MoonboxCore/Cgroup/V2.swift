@@ -9,7 +9,16 @@ final class CgroupV2: CgroupBackend {
     private var created: Set<String> = []
     private var parentReady = false
 
-    init(parent: String) { self.parent = parent }
+    /// The hierarchy's root folder, where absolute groups start.
+    let root: String
+
+    init(parent: String, root: String? = nil) {
+        self.parent = parent
+        self.root = root ?? String(parent[..<(parent.lastIndex(of: "/") ?? parent.endIndex)])
+    }
+
+    /// A group's folder: below moonbox's parent, or below the root for an absolute group.
+    private func folder(_ group: String) -> String { group.hasPrefix("/") ? root + group : parent + "/" + group }
 
     static let knownKeys: Set<String> = [
         "memory.max", "memory.swap.max", "memory.high", "memory.low", "memory.min", "memory.current",
@@ -19,7 +28,7 @@ final class CgroupV2: CgroupBackend {
         "cgroup.procs", "cgroup.events", "cgroup.stat", "cgroup.controllers", "cgroup.subtree_control",
     ]
 
-    func directories(_ group: String) -> [String] { [parent + "/" + group] }
+    func directories(_ group: String) -> [String] { [folder(group)] }
 
     private func enableControllers(in dir: String) {
         let (available, _) = readTextFile(dir + "/cgroup.controllers")
@@ -31,6 +40,19 @@ final class CgroupV2: CgroupBackend {
     func create(_ group: String) throws(CgroupError) {
         try checkGroupName(group)
         if created.contains(group) { return }
+        if group.hasPrefix("/") {
+            // an absolute group: made from the root down, each level delegating its controllers
+            enableControllers(in: root)
+            var dir = root
+            for part in group.dropFirst().split(separator: "/").dropLast() {
+                dir += "/" + part
+                try makeCgroupBelow(String(dir[..<dir.lastIndex(of: "/")!]), String(part), prepare: { _, _ in })
+                enableControllers(in: dir)
+            }
+            try makeCgroupBelow(root, String(group.dropFirst()), prepare: { _, _ in })
+            created.insert(group)
+            return
+        }
         if !parentReady || !fileExists(parent) {
             let base = String(parent[..<parent.lastIndex(of: "/")!])
             enableControllers(in: base)
@@ -54,7 +76,7 @@ final class CgroupV2: CgroupBackend {
     }
 
     private func checkKey(_ group: String, _ key: String) throws(CgroupError) {
-        if CgroupV2.knownKeys.contains(key) || (fileExists(parent + "/" + group + "/" + key) && !key.contains("/")) { return }
+        if CgroupV2.knownKeys.contains(key) || (fileExists(folder(group) + "/" + key) && !key.contains("/")) { return }
         throw .misuse("unknown key '\(key)' for cgroup v2")
     }
 
@@ -62,7 +84,7 @@ final class CgroupV2: CgroupBackend {
         try checkGroupName(group)
         try checkKey(group, key)
         try create(group)
-        let dir = parent + "/" + group
+        let dir = folder(group)
         if key == "cgroup.kill" {
             if let (what, e) = killCgroup([dir]) { throw .system(what, e) }
             return
@@ -79,16 +101,16 @@ final class CgroupV2: CgroupBackend {
     func get(_ group: String, _ key: String) throws(CgroupError) -> String {
         try checkGroupName(group)
         try checkKey(group, key)
-        return try cgroupRead(parent + "/" + group, key, key: key)
+        return try cgroupRead(folder(group), key, key: key)
     }
 
     func attach(_ group: String, _ pid: Int) throws(CgroupError) {
         try create(group)
-        try cgroupWrite(parent + "/" + group, "cgroup.procs", String(pid), key: "cgroup.procs")
+        try cgroupWrite(folder(group), "cgroup.procs", String(pid), key: "cgroup.procs")
     }
 
     func procs(_ group: String) throws(CgroupError) -> [Int] {
         try checkGroupName(group)
-        return try readCgroupPids(parent + "/" + group, group: group)
+        return try readCgroupPids(folder(group), group: group)
     }
 }

@@ -73,10 +73,14 @@ local function harden(c, user)
     for _, g in ipairs(c.additional_gids or {}) do groups[#groups + 1] = g end
     if not c.namespaces.user then check("user", sys.setgroups(groups)) end
   end
+  -- explicit capability sets (an OCI process's) survive the switch to another user, as runc's do
+  local keep = c.capability_sets and user and user.uid ~= 0
+  if keep then check("capabilities", sys.prctl("set_keepcaps", true)) end
   if user then
     check("user", sys.setgid(user.gid))
     check("user", sys.setuid(user.uid))
   end
+  if keep then check("capabilities", sys.prctl("set_keepcaps", false)) end
   if c.capability_sets then
     check("capabilities", security.set_capability_sets(c.capability_sets))
   elseif not user or user.uid == 0 then
@@ -103,7 +107,7 @@ local function hold(c, ctx)
   end
 end
 
-local function finish(c, user, cwd, make_cwd, parent_pidfd, env, ctx)
+local function finish(c, user, cwd, make_cwd, parent_pidfd, env, ctx, detached)
   user = resolve_user(c, user)
   if user and not c.env_home_given then env.HOME = user.home or (user.uid == 0 and "/root" or "/") end
   if not user and not c.env_home_given then env.HOME = env.HOME or "/root" end
@@ -120,8 +124,9 @@ local function finish(c, user, cwd, make_cwd, parent_pidfd, env, ctx)
   if not here or here:sub(1, 1) ~= "/" then
     errors.raise("chdir(" .. cwd .. "): working folder is outside the container", { step = "cwd" }, 0)
   end
-  if c.detach and ctx then
-    -- It outlives the moonbox that made it (an OCI create): its caller reaps it.
+  if detached or (c.detach and ctx) then
+    -- It outlives the moonbox that made it (an OCI create or exec --detach): its caller's
+    -- subreaper reaps it.
     check("prctl", sys.prctl("set_pdeathsig", 0))
   else
     die_with_parent(parent_pidfd)
@@ -330,7 +335,7 @@ function child.exec_main(c, ctx)
       end
       local env = {}
       for k2, v in pairs(ctx.env) do env[k2] = v end
-      finish(c, ctx.user, ctx.cwd, false, me, env)
+      finish(c, ctx.user, ctx.cwd, false, me, env, nil, ctx.detach)
       me:close()
       local _, msg, errno = process.exec(ctx.argv, env)
       errors.raise(msg, { step = "exec", errno = errno, exec = true }, 0)

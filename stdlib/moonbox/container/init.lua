@@ -437,11 +437,12 @@ function Container:_hand_off()
 end
 
 --- A handle on a detached container made by another moonbox process, from what it recorded:
--- o = {id=, pid=, spec= (a checked spec), cgroup= (the group name)}. It can exec, pause,
--- resume, kill and remove; it is not waited for (its parent reaps it).
+-- o = {id=, pid=, spec= (a checked spec), cgroup= (the group name), own= (true: this handle
+-- may remove it)}. It can exec, pause, resume and kill; it is not waited for (its parent reaps
+-- it). Without own, remove and garbage collection leave the container alone.
 function container.adopt(o)
   local self = setmetatable({ id = o.id, spec = o.spec, state = o.pid and "running" or "exited", pid = o.pid,
-    owner = sys.getpid(), adopted = true }, Container)
+    owner = o.own and sys.getpid() or 0, adopted = true }, Container)
   self.group = cgroup.new(o.cgroup or cgroup.container_group(o.id))
   self.record = state.open(o.id)
   self.capture = {}

@@ -101,15 +101,39 @@ function plan.spec_mounts(c, add)
     elseif m.type == "proc" and not m.flags then
       add({ op = "mount", fstype = "proc", source = "proc", target = m.target, flags = { "nosuid", "nodev", "noexec" } })
     elseif m.type == "cgroup" then
-      -- The host's hierarchy, read-only unless the bundle says rw (cgroup v1 has no namespaced view).
-      local ro = not (m.flags and plan.has(m.flags, "rw"))
-      add({ op = "bind", source = "/sys/fs/cgroup", target = m.target, recursive = true, readonly = ro, flags = { "nosuid", "nodev", "noexec" } })
+      plan.cgroup_mounts(c, m, add)
     else
       local flags = m.flags or {}
       if m.readonly and not plan.has(flags, "ro") then flags = { "ro", table.unpack(flags) } end
       add({ op = "mount", fstype = m.type, source = m.source or m.type, target = m.target, flags = flags, data = m.data })
     end
   end
+end
+
+-- /sys/fs/cgroup as runc makes it: on v2 a cgroup2 mount (the container's own cgroup namespace
+-- shows its group as the root); on v1 a tmpfs with the container's own folder of each
+-- hierarchy bound at that hierarchy's name, so /sys/fs/cgroup/memory/memory.limit_in_bytes is
+-- the container's limit. Read-only unless the mount says rw.
+function plan.cgroup_mounts(c, m, add)
+  local ro = not (m.flags and plan.has(m.flags, "rw"))
+  local flags = { "nosuid", "nodev", "noexec" }
+  if sys.cgroup_version() == 2 then
+    add({ op = "mount", fstype = "cgroup2", source = "cgroup2", target = m.target, flags = { "nosuid", "nodev", "noexec", ro and "ro" or "rw" } })
+    return
+  end
+  add({ op = "mount", fstype = "tmpfs", source = "tmpfs", target = m.target, flags = flags, data = "mode=755" })
+  local group = c.cgroup or ("c-" .. tostring(c.name))
+  for _, folder in ipairs(sys.cgroup_path(group) or {}) do
+    local hierarchy = folder:match("^/sys/fs/cgroup/([^/]+)/")
+    if hierarchy then
+      add({ op = "bind", source = folder, target = m.target .. "/" .. hierarchy, recursive = false, readonly = ro, flags = flags, optional = true })
+      -- "cpu,cpuacct" is reached as cpu and as cpuacct too
+      if hierarchy:find(",", 1, true) then
+        for name in hierarchy:gmatch("[^,]+") do add({ op = "symlink", target = m.target .. "/" .. name, link = hierarchy, optional = true }) end
+      end
+    end
+  end
+  if ro then add({ op = "readonly", target = m.target, flags = flags }) end
 end
 
 function plan.has(list, word)
@@ -196,6 +220,7 @@ function apply.mount(op, root)
 end
 
 function apply.bind(op, root, userns, trees)
+  if op.skip then return true end
   local what = "mount(" .. op.source .. " on " .. op.target .. ")"
   local fd, msg, errno = sys.open_in_root(root, op.target, { create = op.file and "file" or "dir" })
   if not fd then return failure(what, msg, errno) end
@@ -295,11 +320,13 @@ function plan.open_sources(ops)
   for _, op in ipairs(ops) do
     if op.op == "bind" then
       local fd, msg, errno = sys.open_tree(op.source, op.recursive and { "clone", "recursive" } or { "clone" })
-      if not fd then
+      if not fd and op.optional then
+        op.skip = true  -- an optional source that is not there (a cgroup hierarchy not used)
+      elseif not fd then
         for _, t in pairs(trees) do t:close() end
         return nil, msg, errno
       end
-      trees[op] = fd
+      if fd then trees[op] = fd end
     end
   end
   return trees

@@ -215,13 +215,12 @@ local function run_command(command, o, pos, global, log)
   if command == "create" or command == "run" then
     local id = need_id(pos, command)
     local opts = { bundle = o.bundle, pid_file = o["pid-file"], console_socket = o["console-socket"], preserve_fds = tonumber(o["preserve-fds"] or "0"), log = log }
-    oci.create(root, id, opts)
+    local pid = oci.create(root, id, opts)
     if command == "create" then return 0 end
     oci.start(root, id, { log = log })
     if o.detach then return 0 end
     -- run without --detach: the init is this process's child; its status is ours
-    local st = oci.state(root, id)
-    local status = st.pid > 0 and sys.wait(st.pid) or nil
+    local status = sys.wait(pid)
     oci.delete(root, id, true, { log = log })
     if not status then return 0 end
     return status.status == "exited" and status.code or 128 + (status.signal or 0)

@@ -159,22 +159,32 @@ local function id_map(maps, field)
   return out
 end
 
--- cgroupsPath: "/a/b" (below moonbox's cgroup parent, as a relative path) or systemd's
--- "slice:prefix:name" (made into slice/prefix-name.scope).
+-- cgroupsPath: "/a/b" (from the hierarchy's root, as runc takes it), "a/b" (below moonbox's own
+-- cgroup parent), or systemd's "slice:prefix:name" (/parent.slice/slice/prefix-name.scope; the
+-- systemd cgroup manager is not asked, the folders are made as it would name them).
 function config.cgroup_path(path, id)
   if path == nil or path == "" then return "oci/" .. id end
   local slice, prefix, name = path:match("^([^:/]*):([^:]*):([^:]*)$")
-  local rel
+  local rel, absolute
   if slice then
-    rel = (slice ~= "" and slice or "system.slice") .. "/" .. (prefix ~= "" and (prefix .. "-") or "") .. name .. ".scope"
+    slice = slice ~= "" and slice or "system.slice"
+    -- "a-b.slice" lives in "a.slice/a-b.slice", as systemd nests them
+    local parts, acc = {}, nil
+    for piece in slice:gsub("%.slice$", ""):gmatch("[^-]+") do
+      acc = acc and (acc .. "-" .. piece) or piece
+      parts[#parts + 1] = acc .. ".slice"
+    end
+    rel = table.concat(parts, "/") .. "/" .. (prefix ~= "" and (prefix .. "-") or "") .. name .. ".scope"
+    absolute = true
   else
+    absolute = path:sub(1, 1) == "/"
     rel = path:gsub("^/+", ""):gsub("/+$", "")
   end
   for part in rel:gmatch("[^/]+") do
     if part == "." or part == ".." or not part:match("^[%w._-]+$") then fail("linux.cgroupsPath", "bad component " .. check.show(part)) end
   end
   if rel == "" then fail("linux.cgroupsPath", "empty") end
-  return "oci/" .. rel
+  return absolute and ("/" .. rel) or ("oci/" .. rel)
 end
 
 local function resources(r, warnings)

@@ -168,11 +168,9 @@ function oci.create(root, id, o)
   local bundle = o.bundle or "."
   if bundle:sub(1, 1) ~= "/" then bundle = sys.getcwd() .. (bundle == "." and "" or ("/" .. bundle)) end
   local dir = dir_of(root, id)
-  local ok, msg, errno = sys.mkdir(dir, tonumber("700", 8))
-  if not ok then
-    if errno == "EEXIST" then fail("container with id exists: " .. id) end
-    fail("cannot make " .. dir .. ": " .. msg)
-  end
+  if sys.lstat(dir) then fail("container with id exists: " .. id) end
+  local ok, msg = sys.mkdir(dir, tonumber("700", 8))
+  if not ok then fail("cannot make " .. dir .. ": " .. msg) end
   local made = false
   local okc, errc = pcall(function()
     local doc = config.read(bundle)
@@ -216,11 +214,11 @@ function oci.create(root, id, o)
       spec.start_hooks = hooks
     end
     local c = container.new(spec)
-    made = true
     c:start()
     st.status, st.created_done = "created", true
     save(root, st)
     if o.pid_file then fs.write_atomic(o.pid_file, tostring(c.pid), true) end
+    made = c.pid
   end)
   if not okc then
     -- whatever was made goes: the container (its start removed it), the folder
@@ -316,17 +314,19 @@ function oci.delete(root, id, force, o)
   if status ~= "stopped" and not force then
     fail("cannot delete container " .. id .. " that is not stopped: " .. status)
   end
-  local c = container.adopt({ id = id, pid = alive(st.pid, st.pid_start) and st.pid or nil, cgroup = st.cgroup, spec = { namespaces = {}, env = {} } })
+  local c = container.adopt({ id = id, pid = alive(st.pid, st.pid_start) and st.pid or nil, cgroup = st.cgroup,
+    spec = { namespaces = {}, env = {} }, own = true })
   c.paused = status == "paused"
   c:remove()
   -- a pid we did not make must not be waited for: it is gone once its cgroup is
   if st.pid and alive(st.pid, st.pid_start) then sys.kill(st.pid, "KILL") end
   -- the parents of a nested cgroupsPath go too, when empty
+  local lead = st.cgroup:sub(1, 1) == "/" and "/" or ""
   local parts = {}
   for part in st.cgroup:gmatch("[^/]+") do parts[#parts + 1] = part end
   for i = #parts - 1, 1, -1 do
-    local parent = table.concat(parts, "/", 1, i)
-    for _, p in ipairs(sys.cgroup_path(parent) or {}) do sys.rmdir(p) end
+    local parent = lead .. table.concat(parts, "/", 1, i)
+    for _, p in ipairs(sys.cgroup_path(parent) or {}) do sys.rmdir(p) end  -- fails while in use
   end
   sys.remove_tree(dir_of(root, id))
   run_hooks("poststop", (st.hooks or {}).poststop, state_json(root, st, "stopped"), false, o)
@@ -361,7 +361,6 @@ function oci.exec(root, id, p, opts)
   local ok, r = pcall(c.exec, c, proc.command, { env = env, cwd = proc.cwd, user = proc.user, capture = false,
     detach = opts.detach, console_socket = proc.tty and opts.console_socket or nil,
     capabilities = p.capabilities and proc.capability_sets or nil, no_new_privileges = proc.no_new_privileges })
-  c.owner = 0  -- the handle is borrowed: nothing of it is removed at exit
   if not ok then error(r, 0) end
   if opts.detach then
     if opts.pid_file then fs.write_atomic(opts.pid_file, tostring(r.pid), true) end
