@@ -371,3 +371,65 @@ echo "oom=$?"
     expect(out).to_match("oom=137\n")
   end)
 end)
+
+-- containerd with its runc shim (containerd-shim-runc-v2) calling moonbox-runc: the daemon runs
+-- in a private mount namespace with its root, state and socket in a temporary folder.
+describe("containerd --runc-binary moonbox-runc", function()
+  before_each(function()
+    needs_root()
+    if not sys.stat("/usr/bin/containerd") or not sys.stat("/usr/bin/ctr") then skip("containerd is not installed") end
+    setup()
+  end)
+
+  it("runs a task, execs in it, kills and deletes it", function()
+    local dir = fs.tempdir("containerd-test").path
+    finally(function() sys.remove_tree(dir) end)
+    local archive = dir .. "/busybox.tar"
+    local r = process.run({ moonbox, "image", "import", root, "localhost/mbtest-ctr:1" })
+    assert(r.code == 0, r.stderr)
+    r = process.run({ moonbox, "image", "export", "localhost/mbtest-ctr:1", archive })
+    assert(r.code == 0, r.stderr)
+    process.run({ moonbox, "image", "rm", "localhost/mbtest-ctr:1" })
+    fs.write(dir .. "/config.toml", string.format([[
+version = 2
+root = "%s/root"
+state = "%s/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "%s/ctd.sock"
+[ttrpc]
+  address = "%s/ctd.sock.ttrpc"
+]], dir, dir, dir, dir))
+    local runtime = "--runtime io.containerd.runc.v2 --runc-binary " .. bin .. "/moonbox-runc --snapshotter native"
+    fs.write(dir .. "/run.sh", string.format([[
+containerd --config %s/config.toml > %s/containerd.log 2>&1 &
+daemon=$!
+for i in $(seq 100); do [ -S %s/ctd.sock ] && break; sleep 0.1; done
+C="ctr --address %s/ctd.sock"
+$C images import --base-name localhost/mbtest-ctr %s > /dev/null
+$C run --rm %s localhost/mbtest-ctr:1 t1 sh -c 'echo hello; cat /proc/self/cgroup | grep pids'
+echo "run=$?"
+$C run -d %s localhost/mbtest-ctr:1 t2 sleep 100
+$C task exec --exec-id e1 t2 sh -c 'echo exec-out; exit 3'
+echo "exec=$?"
+$C task ls | grep -c RUNNING
+$C task kill -s KILL t2
+sleep 1
+$C task ls | grep t2
+$C task delete t2 > /dev/null
+$C container delete t2
+echo "deleted=$?"
+kill $daemon
+wait $daemon
+]], dir, dir, dir, dir, archive, runtime, runtime))
+    r = process.run({ "unshare", "-m", "--propagation", "private", "sh", dir .. "/run.sh" })
+    expect(r.stdout).to_match("^hello\n%d+:pids:/default/t1\nrun=0\n")
+    expect(r.stdout).to_match("exec%-out\nexec=3\n1\n")
+    expect(r.stdout).to_match("t2%s+%d+%s+STOPPED")
+    expect(r.stdout).to_match("deleted=0\n")
+    for _, c in ipairs({ "cpu", "cpuacct", "memory", "pids", "freezer", "devices" }) do
+      expect(sys.stat("/sys/fs/cgroup/" .. c .. "/default/t2")).to_be(nil)
+    end
+  end)
+end)

@@ -95,8 +95,8 @@ function check.string(where, name, v, allow_empty)
 end
 
 --- A non-empty list of strings (argv), none with a NUL byte.
-function check.strings(where, name, v)
-  if type(v) ~= "table" or #v == 0 then fail(where, name, "a non-empty list of strings", v) end
+function check.strings(where, name, v, allow_empty)
+  if type(v) ~= "table" or (#v == 0 and not allow_empty) then fail(where, name, allow_empty and "a list of strings" or "a non-empty list of strings", v) end
   for i, s in ipairs(v) do
     if type(s) ~= "string" then fail(where, string.format("%s[%d]", name, i), "a string", s) end
     if s:find("\0", 1, true) then fail(where, string.format("%s[%d]", name, i), "a string without NUL bytes", s) end

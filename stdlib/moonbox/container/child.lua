@@ -112,6 +112,9 @@ local function finish(c, user, cwd, make_cwd, parent_pidfd, env, ctx, detached)
   if user and not c.env_home_given then env.HOME = user.home or (user.uid == 0 and "/root" or "/") end
   if not user and not c.env_home_given then env.HOME = env.HOME or "/root" end
   if make_cwd then sys.mkdir(cwd) end
+  -- fds 3 to 3+keep_fds-1 are the caller's to pass on (OCI --preserve-fds, LISTEN_FDS). Marked
+  -- before any filter goes in: a bundle's profile may not know close_range.
+  check("fds", sys.close_range(3 + (ctx and c.keep_fds or 0), nil, { "cloexec" }))
   -- Without no_new_privs, seccomp goes in while CAP_SYS_ADMIN is still held (as runc does);
   -- the filter allows everything that follows.
   if c.seccomp_program and not c.no_new_privileges then
@@ -131,8 +134,6 @@ local function finish(c, user, cwd, make_cwd, parent_pidfd, env, ctx, detached)
   else
     die_with_parent(parent_pidfd)
   end
-  -- fds 3 to 3+keep_fds-1 are the caller's to pass on (OCI --preserve-fds, LISTEN_FDS)
-  check("fds", sys.close_range(3 + (ctx and c.keep_fds or 0), nil, { "cloexec" }))
   sys.umask(c.umask or tonumber("022", 8))
   if ctx and ctx.exec_fifo then hold(c, ctx) end
   -- seccomp last, just before exec: nothing of the setup runs under it.

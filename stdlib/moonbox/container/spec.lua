@@ -93,7 +93,7 @@ local function normalize_mount(m, i, elsewhere)
   if m.readonly ~= nil then check.boolean(WHERE, label .. ".readonly", m.readonly) end
   local out = { type = kind, target = m.target, readonly = m.readonly or false }
   -- mount(2)'s own flags and data, as an OCI mount's options give them
-  if m.flags ~= nil then out.flags = (type(m.flags) == "table" and #m.flags == 0) and {} or check.strings(WHERE, label .. ".flags", m.flags) end
+  if m.flags ~= nil then out.flags = check.strings(WHERE, label .. ".flags", m.flags, true) end
   if m.data ~= nil then out.data = check.string(WHERE, label .. ".data", m.data, true) end
   if m.source ~= nil and kind ~= "bind" then out.source = check.string(WHERE, label .. ".source", m.source) end
   if kind == "bind" then
@@ -270,8 +270,8 @@ function spec.check(s)
   if s.setup ~= nil and type(s.setup) ~= "function" then fail("setup must be a function(sys)") end
   c.setup = s.setup
   c.capture_limit = s.capture_limit ~= nil and check.size(WHERE, "capture_limit", s.capture_limit) or spec.defaults.capture_limit
-  c.masked_paths = s.masked_paths ~= nil and check.strings(WHERE, "masked_paths", s.masked_paths) or spec.defaults.masked_paths
-  c.readonly_paths = s.readonly_paths ~= nil and check.strings(WHERE, "readonly_paths", s.readonly_paths) or spec.defaults.readonly_paths
+  c.masked_paths = s.masked_paths ~= nil and check.strings(WHERE, "masked_paths", s.masked_paths, true) or spec.defaults.masked_paths
+  c.readonly_paths = s.readonly_paths ~= nil and check.strings(WHERE, "readonly_paths", s.readonly_paths, true) or spec.defaults.readonly_paths
   if s.mount_namespace ~= nil then c.mount_namespace = check.string(WHERE, "mount_namespace", s.mount_namespace) end
 
   -- network and namespaces
