@@ -247,6 +247,54 @@ io.stderr:write("case 6: secure defaults and sandbox\n")
 local secure = process.run({ mb, "run", (os.getenv("MOONBOX_SOURCE") or ".") .. "/bench/secure.lua", R, "50" })
 report.cases.secure = secure.code == 0 and json.decode(secure.stdout) or { error = secure.stderr }
 
+-- Case 7: networks (bench/net.lua), and Mininet's pingall on the same star where it is installed.
+io.stderr:write("case 7: networks\n")
+local net_script = (os.getenv("MOONBOX_SOURCE") or ".") .. "/bench/net.lua"
+report.cases.net = {}
+for _, mode in ipairs({ { "link", "20" }, { "netlink", "200" }, { "star", "20" }, { "relay" } }) do
+  local r = process.run({ mb, "run", net_script, table.unpack(mode) })
+  report.cases.net[mode[1]] = r.code == 0 and json.decode(r.stdout) or { error = r.stderr }
+end
+if have("mn") then
+  local t0 = sys.clock_gettime("monotonic")
+  local r = process.run({ "unshare", "-n", "sh", "-c",
+    "ip link set lo up; mn --topo single,20 --switch lxbr --controller none --test pingall 2>&1" })
+  report.cases.net.mininet_star = { hosts = 20, total = sys.clock_gettime("monotonic") - t0,
+    result = r.stdout:match("Results: ([^\n]*)") }
+end
+
+-- Case 8: podman run --rm of /bin/true with moonbox, crun and runc as its runtime (paired).
+if have("podman") and oci then
+  io.stderr:write("case 8: podman run --rm\n")
+  local pdir = work.path .. "/podman"
+  assert(sys.mkdir(pdir))
+  assert(sys.symlink(mb, pdir .. "/moonbox-runc"))
+  local base = { "podman", "--root", pdir .. "/storage", "--runroot", pdir .. "/run", "--storage-driver", "vfs",
+    "--cgroup-manager", "cgroupfs", "--events-backend", "file" }
+  local archive = pdir .. "/busybox.tar"
+  process.run({ mb, "image", "import", R, "localhost/bench-busybox:1" }, { env = env, check = true })
+  process.run({ mb, "image", "export", "localhost/bench-busybox:1", archive }, { env = env, check = true })
+  local load = { table.unpack(base) }
+  for _, a in ipairs({ "load", "-i", archive }) do load[#load + 1] = a end
+  process.run(load, { env = { HOME = pdir, PATH = os.getenv("PATH") }, check = true })
+  local function podman_run(runtime)
+    local argv = { table.unpack(base) }
+    for _, a in ipairs({ "--runtime", runtime, "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024",
+      "--ulimit", "nproc=1024:1024", "localhost/bench-busybox:1", "/bin/true" }) do argv[#argv + 1] = a end
+    return argv
+  end
+  local penv = { HOME = pdir, PATH = os.getenv("PATH") }
+  report.cases.podman = with_ratios(alternate({
+    { name = "podman run --rm, moonbox", argv = podman_run(pdir .. "/moonbox-runc"), env = penv },
+    { name = "podman run --rm, crun", argv = podman_run(process.run({ "sh", "-c", "command -v crun" }).stdout:gsub("\n", "")), env = penv },
+    { name = "podman run --rm, runc", argv = podman_run(process.run({ "sh", "-c", "command -v runc" }).stdout:gsub("\n", "")), env = penv },
+  }, math.max(5, opts.runs // 2), 1), "podman run --rm, moonbox")
+  for _, c in ipairs({ "cpu", "cpuacct", "memory", "pids", "freezer", "devices", "blkio", "cpuset", "systemd" }) do
+    sys.rmdir("/sys/fs/cgroup/" .. c .. "/libpod_parent/conmon")
+    sys.rmdir("/sys/fs/cgroup/" .. c .. "/libpod_parent")
+  end
+end
+
 if opts.out then fs.write(opts.out, json.encode(report, { indent = "  " }) .. "\n") end
 
 -- The Markdown tables.
@@ -282,6 +330,35 @@ if report.cases.secure[1] then
   end
   md[#md + 1] = ""
 end
+if report.cases.net then
+  local n = report.cases.net
+  md[#md + 1] = "### Case 7: networks\n"
+  if n.link and n.link.join then
+    md[#md + 1] = string.format("- A container joining a network (veth, addresses, lease, /etc/hosts): %.2f ms; a direct link between two running containers: %.2f ms (medians of %d).",
+      n.link.join * 1e3, n.link.link * 1e3, n.link.rounds)
+  end
+  if n.netlink and n.netlink.netlink then
+    md[#md + 1] = string.format("- netlink from Lua against `ip`, per operation (veth add, address, up, delete): %.2f ms; `ip` %.2f ms a process; `ip -batch` %.2f ms.",
+      n.netlink.netlink * 1e3, n.netlink.ip * 1e3, n.netlink.ip_batch * 1e3)
+  end
+  if n.star and n.star.total then
+    md[#md + 1] = string.format("- A star of %d containers, pinged all-to-all (%d of %d answered): start %.2f s, ping %.2f s, teardown %.2f s, total %.2f s.",
+      n.star.hosts, n.star.received, n.star.sent, n.star.start, n.star.ping, n.star.teardown, n.star.total)
+  end
+  if n.mininet_star then
+    md[#md + 1] = string.format("- Mininet, the same star with `--switch lxbr --test pingall`: %.2f s (%s).", n.mininet_star.total, tostring(n.mininet_star.result))
+  end
+  if n.relay and n.relay.bridge then
+    md[#md + 1] = string.format("- The relay: iperf3 %.0f Mbit/s through the bridge alone, %.0f / %.0f Mbit/s through the relay (in / out).",
+      n.relay.bridge / 1e6, n.relay.relay_in / 1e6, n.relay.relay_out / 1e6)
+    for _, d in ipairs(n.relay.delay or {}) do
+      md[#md + 1] = string.format("  - delay %g ms: median RTT %.2f ms over an unshaped %.2f ms (error %.2f ms, worst %.2f ms)",
+        d.delay * 1e3, d.median_rtt * 1e3, d.unshaped_rtt * 1e3, d.error * 1e3, d.max * 1e3)
+    end
+  end
+  md[#md + 1] = ""
+end
+if report.cases.podman then table_for("Case 8: podman run --rm /bin/true, by runtime", report.cases.podman, false) end
 local text = table.concat(md, "\n")
 if opts.md then fs.write(opts.md, text) end
 io.write(text)

@@ -275,7 +275,7 @@ describe("moonbox oci (the runc command line)", function()
       expect(st.id).to_be("h1")
       expect(st.bundle).to_be(b)
     end
-    expect(json.decode(fs.read(dir .. "/createRuntime")).status).to_be("creating")
+    expect(json.decode(fs.read(dir .. "/createRuntime")).status).to_be("created")
     expect(json.decode(fs.read(dir .. "/poststop")).status).to_be("stopped")
     expect(json.decode(fs.read(dir .. "/createRuntime")).pid).to_be_at_least(1)
     -- a failing prestart hook fails create, and leaves nothing

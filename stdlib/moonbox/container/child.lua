@@ -261,6 +261,10 @@ function child.main(c, ctx)
     local root = make_root(ctx)
     check("mounts", plan.apply(ctx.ops, root, c.namespaces.user, ctx.trees))
     enter_root(c, root)
+    if c.root_propagation then
+      -- an OCI bundle's rootfsPropagation, on the container's / once it is there
+      check("rootfs propagation", sys.mount(nil, "/", nil, { c.root_propagation, "rec" }))
+    end
     if c.tty then make_console(io.console) end
     -- The cgroup and its limits are in place when the parent says so; nothing of the caller's
     -- code (setup) or the command runs before.

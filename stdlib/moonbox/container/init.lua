@@ -136,10 +136,23 @@ local function apply_limits(self)
     end
     setup_failed(msg, { step = "cgroup", errno = errno })
   end
+  for _, kv in ipairs(self.spec.cgroup_keys or {}) do
+    local okc, okk, msgk, errk = pcall(sys.cgroup_set, self.group.name, kv[1], kv[2])
+    if not okc then okk, msgk = nil, "cgroup key " .. kv[1] .. ": not available on this host (" .. tostring(okk):gsub("^.-cgroup_set: ", "") .. ")" end
+    if not okk then
+      if kv.optional then
+        io.stderr:write("moonbox: warning: ", msgk, "\n")
+      else
+        setup_failed(msgk, { step = "cgroup", errno = errk })
+      end
+    end
+  end
   local rules = security.allowed_devices
   if self.spec.device_rules then
-    rules = { table.unpack(security.allowed_devices) }
+    -- a bundle's rules first, in its order (runc's), then moonbox's standard devices
+    rules = {}
     for _, r in ipairs(self.spec.device_rules) do rules[#rules + 1] = r end
+    for _, r in ipairs(security.allowed_devices) do rules[#rules + 1] = r end
   end
   local okd, why = self.group:restrict_devices(rules)
   if not okd and not warned_devices and not rootless then

@@ -34,7 +34,7 @@ local SPEC_KEYS = {
   -- what an OCI bundle asks beyond a script's needs (moonbox.oci maps config.json onto these)
   default_mounts = true, devices = true, sysctl = true, join = true, exec_fifo = true, console_socket = true,
   detach = true, cgroup = true, capability_sets = true, additional_gids = true, umask = true, on_created = true,
-  start_hooks = true, device_rules = true, keep_fds = true,
+  start_hooks = true, device_rules = true, keep_fds = true, root_propagation = true, cgroup_keys = true,
 }
 spec.keys = SPEC_KEYS
 local LIMIT_KEYS = { memory = true, pids = true, cpus = true, swap = true, cpu_weight = true, disk = true }
@@ -203,6 +203,21 @@ function spec.check_runtime_keys(s, c)
     if type(s.additional_gids) ~= "table" then fail("additional_gids must be a list of group ids") end
     c.additional_gids = {}
     for i, g in ipairs(s.additional_gids) do c.additional_gids[i] = check.integer(WHERE, "additional_gids[" .. i .. "]", g, 0, 4294967294) end
+  end
+  if s.cgroup_keys ~= nil then
+    -- raw keys (v2 names, or a v1 controller's own files) written after the limits, in order
+    if type(s.cgroup_keys) ~= "table" then fail("cgroup_keys must be a list of {key, value}") end
+    c.cgroup_keys = {}
+    for i, kv in ipairs(s.cgroup_keys) do
+      if type(kv) ~= "table" or type(kv[1]) ~= "string" or (type(kv[2]) ~= "string" and type(kv[2]) ~= "number") then
+        fail("cgroup_keys[" .. i .. "] must be {\"key\", value}")
+      end
+      c.cgroup_keys[i] = { kv[1], tostring(math.tointeger(kv[2]) or kv[2]), optional = kv.optional == true }
+    end
+  end
+  if s.root_propagation ~= nil then
+    c.root_propagation = check.one_of(WHERE, "root_propagation", s.root_propagation,
+      { "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable" })
   end
   if s.keep_fds ~= nil then c.keep_fds = check.integer(WHERE, "keep_fds", s.keep_fds, 0, 65536) end
   if s.device_rules ~= nil then c.device_rules = check.strings(WHERE, "device_rules", s.device_rules) end

@@ -188,7 +188,9 @@ function config.cgroup_path(path, id)
 end
 
 local function resources(r, warnings)
-  if r == nil then return {}, nil end
+  if r == nil then return {}, nil, {} end
+  local keys = {}
+  local function key(k, v) keys[#keys + 1] = { k, v } end
   only("linux.resources", r, set({ "devices", "memory", "cpu", "pids", "blockIO", "hugepageLimits", "network", "rdma", "unified" }))
   local limits = {}
   local m = r.memory
@@ -197,26 +199,53 @@ local function resources(r, warnings)
     if m.limit and m.limit > 0 then limits.memory = math.tointeger(m.limit) end
     if m.swap and m.swap > 0 and limits.memory then limits.swap = math.max(0, math.tointeger(m.swap) - limits.memory) end
     if m.swap == -1 then limits.swap = "max" end
-    if m.reservation and m.reservation > 0 then warn(warnings, "linux.resources.memory.reservation", "ignored (a soft limit moonbox does not set)") end
-    if m.kernel or m.kernelTCP then fail("linux.resources.memory.kernel", "kernel memory limits are not supported by moonbox") end
-    if m.disableOOMKiller then fail("linux.resources.memory.disableOOMKiller", "not supported by moonbox") end
+    if m.reservation and m.reservation > 0 then key("memory.low", math.tointeger(m.reservation)) end
+    -- deprecated, and gone from newer kernels: set where the files are, else a warning
+    if m.kernel and m.kernel ~= 0 then keys[#keys + 1] = { "memory.kmem.limit_in_bytes", math.tointeger(m.kernel), optional = true } end
+    if m.kernelTCP and m.kernelTCP ~= 0 then keys[#keys + 1] = { "memory.kmem.tcp.limit_in_bytes", math.tointeger(m.kernelTCP), optional = true } end
+    if m.swappiness then key("memory.swappiness", math.tointeger(m.swappiness)) end
+    if m.disableOOMKiller then key("memory.oom_control", 1) end
   end
   local c = r.cpu
   if c then
     only("linux.resources.cpu", c, set({ "shares", "quota", "burst", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle" }))
     if c.quota and c.quota > 0 then limits.cpus = c.quota / ((c.period and c.period > 0) and c.period or 100000) end
     if c.shares and c.shares > 0 then limits.cpu_weight = math.max(1, math.min(10000, 1 + ((math.max(c.shares, 2) - 2) * 9999) // 262142)) end
-    if (c.cpus and c.cpus ~= "") or (c.mems and c.mems ~= "") then fail("linux.resources.cpu.cpus", "cpusets are not supported by moonbox") end
-    if (c.realtimeRuntime and c.realtimeRuntime ~= 0) or (c.realtimePeriod and c.realtimePeriod ~= 0) then fail("linux.resources.cpu.realtimeRuntime", "not supported by moonbox") end
+    if c.cpus and c.cpus ~= "" then key("cpuset.cpus", c.cpus) end
+    if c.mems and c.mems ~= "" then key("cpuset.mems", c.mems) end
+    if c.realtimePeriod and c.realtimePeriod ~= 0 then key("cpu.rt_period_us", math.tointeger(c.realtimePeriod)) end
+    if c.realtimeRuntime and c.realtimeRuntime ~= 0 then key("cpu.rt_runtime_us", math.tointeger(c.realtimeRuntime)) end
     if c.burst and c.burst ~= 0 then fail("linux.resources.cpu.burst", "not supported by moonbox") end
+    if c.idle and c.idle ~= 0 then fail("linux.resources.cpu.idle", "not supported by moonbox") end
   end
   if r.pids and r.pids.limit and r.pids.limit > 0 then limits.pids = math.tointeger(r.pids.limit) end
   if r.blockIO then
     only("linux.resources.blockIO", r.blockIO, set({ "weight", "leafWeight", "weightDevice", "throttleReadBpsDevice", "throttleWriteBpsDevice", "throttleReadIOPSDevice", "throttleWriteIOPSDevice" }))
-    for k, v in pairs(r.blockIO) do
-      if k ~= "weight" and type(v) == "table" and #v > 0 then fail("linux.resources.blockIO." .. k, "not supported by moonbox") end
+    local b = r.blockIO
+    local v1 = require("moonbox.sys").cgroup_version() == 1
+    if b.weight and b.weight > 0 then
+      if v1 then key("blkio.weight", math.tointeger(b.weight)) else key("io.weight", math.tointeger(b.weight)) end
     end
-    if r.blockIO.weight and r.blockIO.weight > 0 then warn(warnings, "linux.resources.blockIO.weight", "ignored") end
+    if b.leafWeight and b.leafWeight > 0 then
+      if not v1 then fail("linux.resources.blockIO.leafWeight", "cgroup v2 has no leaf weight") end
+      key("blkio.leaf_weight", math.tointeger(b.leafWeight))
+    end
+    for _, d in ipairs(b.weightDevice or {}) do
+      if not v1 then fail("linux.resources.blockIO.weightDevice", "not supported by moonbox on cgroup v2") end
+      if d.weight then key("blkio.weight_device", string.format("%d:%d %d", d.major, d.minor, d.weight)) end
+      if d.leafWeight then key("blkio.leaf_weight_device", string.format("%d:%d %d", d.major, d.minor, d.leafWeight)) end
+    end
+    local throttles = { throttleReadBpsDevice = { "blkio.throttle.read_bps_device", "rbps" }, throttleWriteBpsDevice = { "blkio.throttle.write_bps_device", "wbps" },
+      throttleReadIOPSDevice = { "blkio.throttle.read_iops_device", "riops" }, throttleWriteIOPSDevice = { "blkio.throttle.write_iops_device", "wiops" } }
+    for field, names in pairs(throttles) do
+      for _, d in ipairs(b[field] or {}) do
+        if v1 then
+          key(names[1], string.format("%d:%d %d", d.major, d.minor, d.rate))
+        else
+          key("io.max", string.format("%d:%d %s=%d", d.major, d.minor, names[2], d.rate))
+        end
+      end
+    end
   end
   for _, k in ipairs({ "hugepageLimits", "rdma" }) do
     if type(r[k]) == "table" and next(r[k]) then fail("linux.resources." .. k, "not supported by moonbox") end
@@ -239,7 +268,7 @@ local function resources(r, warnings)
       warn(warnings, "linux.resources.devices[" .. (i - 1) .. "]", "a deny rule beyond the default deny-all is ignored")
     end
   end
-  return limits, rules
+  return limits, rules, keys
 end
 
 local function seccomp(s)
@@ -307,15 +336,14 @@ function config.to_spec(doc, bundle, id)
   if linux.personality then fail("linux.personality", "not supported by moonbox") end
   if linux.mountLabel and linux.mountLabel ~= "" then warn(warnings, "linux.mountLabel", "ignored (moonbox does not drive SELinux)") end
   local prop = linux.rootfsPropagation
-  if prop and prop ~= "" and prop ~= "private" and prop ~= "rprivate" and prop ~= "slave" and prop ~= "rslave" then
-    fail("linux.rootfsPropagation", check.show(prop) .. " is not supported by moonbox (private and slave are)")
-  end
+  local known_prop = { private = true, rprivate = true, slave = true, rslave = true, shared = true, rshared = true, unbindable = true, runbindable = true }
+  if prop and prop ~= "" and not known_prop[prop] then fail("linux.rootfsPropagation", "unknown propagation " .. check.show(prop)) end
   local uid_map, gid_map = id_map(linux.uidMappings, "linux.uidMappings"), id_map(linux.gidMappings, "linux.gidMappings")
   if (#uid_map > 0 or #gid_map > 0) and json.encode(uid_map) ~= json.encode(gid_map) then
     fail("linux.gidMappings", "must equal linux.uidMappings in moonbox")
   end
   if #uid_map > 0 and not has.user then fail("linux.uidMappings", "needs a user namespace") end
-  local limits, device_rules = resources(linux.resources, warnings)
+  local limits, device_rules, cgroup_keys = resources(linux.resources, warnings)
   local devices = {}
   for i, d in ipairs(linux.devices or {}) do
     devices[i] = { path = d.path, type = d.type, major = d.major, minor = d.minor, mode = d.fileMode, uid = d.uid, gid = d.gid }
@@ -335,6 +363,8 @@ function config.to_spec(doc, bundle, id)
     seccomp = linux.seccomp and seccomp(linux.seccomp) or false,
     stdin = "inherit", stdout = "inherit", stderr = "inherit",
     cgroup = config.cgroup_path(linux.cgroupsPath, id), device_rules = device_rules,
+    root_propagation = (prop and prop ~= "") and prop:gsub("^r", "") or nil,
+    cgroup_keys = #cgroup_keys > 0 and cgroup_keys or nil,
   }
   if not has.net then spec.network = "host" end
   local extras = { hooks = doc.hooks or {}, annotations = doc.annotations or {}, oom_score_adj = p.oom_score_adj, rootfs = rootfs }

@@ -199,7 +199,8 @@ function oci.create(root, id, o)
       st.pid, st.pid_start, st.created = c.pid, process.start_time(c.pid), rfc3339()
       save(root, st)
       if extras.oom_score_adj then fs.write("/proc/" .. c.pid .. "/oom_score_adj", tostring(extras.oom_score_adj)) end
-      local doc_state = state_json(root, st, "creating")
+      -- runc hands these hooks the state as "created" (what the runtime-tools suite checks)
+      local doc_state = state_json(root, st, "created")
       run_hooks("prestart", extras.hooks.prestart, doc_state, true, o)
       run_hooks("createRuntime", extras.hooks.createRuntime, doc_state, true, o)
       run_in_container_ns(c.pid, extras.hooks.createContainer, doc_state)
@@ -398,6 +399,10 @@ function oci.update(root, id, resources)
   local spec = config.to_spec(doc, st.bundle, id)
   local ok, msg = group_of(st):apply(spec.limits)
   if not ok then fail("update: " .. msg) end
+  for _, kv in ipairs(spec.cgroup_keys or {}) do
+    local okk, msgk = sys.cgroup_set(st.cgroup, kv[1], kv[2])
+    if not okk then fail("update: " .. msgk) end
+  end
 end
 
 --- runc list: every container under root.
