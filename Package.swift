@@ -19,7 +19,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("lua5.4"), .linkedLibrary("seccomp"), .linkedLibrary("m"), .linkedLibrary("dl")]
         ),
         // Generates the embedded copy of stdlib/ so the binary runs from anywhere.
-        .executableTarget(name: "EmbedStdlib", path: "Sources/EmbedStdlib"),
+        .executableTarget(name: "EmbedStdlib", dependencies: ["CMoonbox"], path: "Sources/EmbedStdlib"),
         .plugin(
             name: "EmbedStdlibPlugin",
             capability: .buildTool(),

@@ -118,6 +118,21 @@ final class BridgeTests: XCTestCase {
         XCTAssertEqual(r.value, #"{"a":[1,2]}"#)
     }
 
+    /// Every module is embedded as bytecode that loads, with its source's name and lines kept.
+    func testEveryEmbeddedModuleIsBytecodeThatLoads() {
+        XCTAssertEqual(Runtime.decodeBase64("aGVsbG8gd29ybGQ="), Array("hello world".utf8))
+        XCTAssertEqual(Runtime.decodeBase64("YQ=="), Array("a".utf8))
+        XCTAssertEqual(Runtime.decodeBase64(""), [])
+        XCTAssertGreaterThan(embeddedStdlib.count, 30)
+        for (name, entry) in embeddedStdlib {
+            let chunk = Runtime.decodeBase64(entry.bytecode)
+            XCTAssertEqual(Array(chunk.prefix(4)), [0x1b, 0x4c, 0x75, 0x61], name)  // "\x1bLua"
+        }
+        let rt = Runtime()
+        let r = eval(rt, "local ok, e = pcall(require('moonbox.check').integer, 'w', 'n', 'x') return tostring(debug.getinfo(require('moonbox.check').integer, 'S').source)")
+        XCTAssertEqual(r.value, "@stdlib/moonbox/check.lua")
+    }
+
     func testSizeParsing() {
         XCTAssertEqual(parseSize("512M"), .bytes(512 << 20))
         XCTAssertEqual(parseSize("1G"), .bytes(1 << 30))

@@ -87,8 +87,8 @@ public final class Runtime {
                 }
             }
         }
-        if let (path, source) = embeddedStdlib[name] ?? embeddedStdlib[name + ".init"] {
-            return load(lua, source: source, chunkname: "@" + path, name: name)
+        if let (path, bytecode) = embeddedStdlib[name] ?? embeddedStdlib[name + ".init"] {
+            return load(lua, chunk: decodeBase64(bytecode), chunkname: "@" + path, name: name)
         }
         lua.push("\n\tno embedded module '\(name)'")
         return 1
@@ -97,8 +97,20 @@ public final class Runtime {
     private static func load(_ lua: Lua, source: String, chunkname: String, name: String) -> Int32 {
         var source = source
         let status = source.withUTF8 { buf in
-            buf.withMemoryRebound(to: CChar.self) { mb_luaL_loadbuffer(lua.L, $0.baseAddress, $0.count, chunkname) }
+            buf.withMemoryRebound(to: CChar.self) { luaL_loadbufferx(lua.L, $0.baseAddress, $0.count, chunkname, "t") }
         }
+        return finishLoad(lua, status: status, chunkname: chunkname, name: name)
+    }
+
+    /// A module compiled at build time (EmbedStdlib): binary chunks come only from the binary.
+    private static func load(_ lua: Lua, chunk: [UInt8], chunkname: String, name: String) -> Int32 {
+        let status = chunk.withUnsafeBufferPointer { buf in
+            buf.withMemoryRebound(to: CChar.self) { luaL_loadbufferx(lua.L, $0.baseAddress, $0.count, chunkname, "b") }
+        }
+        return finishLoad(lua, status: status, chunkname: chunkname, name: name)
+    }
+
+    private static func finishLoad(_ lua: Lua, status: Int32, chunkname: String, name: String) -> Int32 {
         if status != LUA_OK {
             // A syntax error in a module: return the message so require reports it.
             let msg = lua.string(at: -1) ?? "?"
@@ -109,6 +121,35 @@ public final class Runtime {
         lua.push(String(chunkname.dropFirst()))
         return 2
     }
+
+    /// Standard base64 (the embedded stdlib's bytecode), without Foundation on the start path.
+    static func decodeBase64(_ text: String) -> [UInt8] {
+        var text = text
+        return text.withUTF8 { src -> [UInt8] in
+            let table = base64Table
+            return [UInt8](unsafeUninitializedCapacity: src.count / 4 * 3 + 3) { out, count in
+                var acc: UInt32 = 0, bits: UInt32 = 0, n = 0
+                for c in src {
+                    let v = table[Int(c)]
+                    if v == 255 { continue }  // padding
+                    acc = (acc &<< 6) | UInt32(v)
+                    bits &+= 6
+                    if bits >= 8 {
+                        bits &-= 8
+                        out[n] = UInt8(truncatingIfNeeded: acc &>> bits)
+                        n &+= 1
+                    }
+                }
+                count = n
+            }
+        }
+    }
+
+    private static let base64Table: [UInt8] = {
+        var table = [UInt8](repeating: 255, count: 256)
+        for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() { table[Int(c)] = UInt8(i) }
+        return table
+    }()
 
     // MARK: running code
 
