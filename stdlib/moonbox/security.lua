@@ -275,9 +275,15 @@ end
 --- Sets each capability set as given (an OCI process's capabilities): effective, permitted,
 -- inheritable, and ambient raised one by one. The bounding set was dropped before.
 function security.set_capability_sets(sets)
-  local ok, msg, errno = sys.capset({ effective = sets.effective or {}, permitted = sets.permitted or {}, inheritable = sets.inheritable or {} })
+  -- what this host's root itself lacks is left out, as for "ALL" (set_capabilities)
+  local function have(list)
+    local out = {}
+    for _, c in ipairs(list or {}) do if sys.prctl("capbset_read", c) then out[#out + 1] = c end end
+    return out
+  end
+  local ok, msg, errno = sys.capset({ effective = have(sets.effective), permitted = have(sets.permitted), inheritable = have(sets.inheritable) })
   if not ok then return nil, msg, errno end
-  for _, c in ipairs(sets.ambient or {}) do
+  for _, c in ipairs(have(sets.ambient)) do
     ok, msg, errno = sys.prctl("cap_ambient_raise", c)
     if not ok then return nil, msg, errno end
   end

@@ -115,6 +115,13 @@ local function finish(c, user, cwd, make_cwd, parent_pidfd, env, ctx, detached)
   -- fds 3 to 3+keep_fds-1 are the caller's to pass on (OCI --preserve-fds, LISTEN_FDS). Marked
   -- before any filter goes in: a bundle's profile may not know close_range.
   check("fds", sys.close_range(3 + (ctx and c.keep_fds or 0), nil, { "cloexec" }))
+  -- CVE-2024-21626: the working folder must be inside the container's root. Checked before
+  -- any filter goes in (a bundle's profile may deny getcwd), and entered again as the user.
+  check("cwd", sys.chdir(cwd))
+  local here = sys.getcwd()
+  if not here or here:sub(1, 1) ~= "/" then
+    errors.raise("chdir(" .. cwd .. "): working folder is outside the container", { step = "cwd" }, 0)
+  end
   -- Without no_new_privs, seccomp goes in while CAP_SYS_ADMIN is still held (as runc does);
   -- the filter allows everything that follows.
   if c.seccomp_program and not c.no_new_privileges then
@@ -122,11 +129,6 @@ local function finish(c, user, cwd, make_cwd, parent_pidfd, env, ctx, detached)
   end
   harden(c, user)
   check("cwd", sys.chdir(cwd))
-  -- CVE-2024-21626: the working folder must be inside the container's root.
-  local here = sys.getcwd()
-  if not here or here:sub(1, 1) ~= "/" then
-    errors.raise("chdir(" .. cwd .. "): working folder is outside the container", { step = "cwd" }, 0)
-  end
   if detached or (c.detach and ctx) then
     -- It outlives the moonbox that made it (an OCI create or exec --detach): its caller's
     -- subreaper reaps it.

@@ -397,7 +397,7 @@ function Container:_start()
   self.pidfd = assert(sys.pidfd_open(pid))
   child.fault("after_fork")
   if c.namespaces.user then
-    local okm, msgm, errm = sys.id_map(pid, c.id_map and { uid = c.id_map, gid = c.id_map }
+    local okm, msgm, errm = sys.id_map(pid, c.id_map and { uid = c.id_map, gid = c.gid_map or c.id_map }
       or { uid = { { 0, sys.getuid(), 1 } }, gid = { { 0, sys.getgid(), 1 } } })
     if not okm then setup_failed(msgm, { step = "id_map", errno = errm }) end
   end

@@ -25,7 +25,7 @@ local MODE_666 = tonumber("666", 8)
 -- gid 5 (tty) exists in the container only when its id map covers it.
 local function maps_tty_group(c)
   if not c.namespaces.user then return true end
-  for _, m in ipairs(c.id_map or {}) do
+  for _, m in ipairs(c.gid_map or c.id_map or {}) do
     if m[1] <= 5 and 5 < m[1] + m[3] then return true end
   end
   return false
@@ -94,7 +94,8 @@ function plan.spec_mounts(c, add)
   for _, m in ipairs(c.mounts) do
     if m.type == "bind" then
       add({ op = "bind", source = m.source, target = m.target, readonly = m.readonly, file = m.file,
-        recursive = not (m.flags and not plan.has(m.flags, "rec")), flags = m.flags and plan.without(m.flags, { "bind", "rec", "ro", "rw" }) or nil })
+        recursive = not (m.flags and not plan.has(m.flags, "rec")), flags = m.flags and plan.without(m.flags, { "bind", "rec", "ro", "rw" }) or nil,
+        propagation = m.propagation })
     elseif m.type == "tmpfs" and not m.flags then
       add({ op = "mount", fstype = "tmpfs", source = "tmpfs", target = m.target, flags = { "nosuid", "nodev", m.readonly and "ro" or "rw" },
         data = "mode=" .. (m.mode or "1777") .. (m.size and (",size=" .. m.size) or "") .. (m.options and ("," .. m.options) or "") })
@@ -105,7 +106,7 @@ function plan.spec_mounts(c, add)
     else
       local flags = m.flags or {}
       if m.readonly and not plan.has(flags, "ro") then flags = { "ro", table.unpack(flags) } end
-      add({ op = "mount", fstype = m.type, source = m.source or m.type, target = m.target, flags = flags, data = m.data })
+      add({ op = "mount", fstype = m.type, source = m.source or m.type, target = m.target, flags = flags, data = m.data, propagation = m.propagation })
     end
   end
 end
@@ -207,6 +208,19 @@ end
 
 local apply = {}
 
+-- A mount's propagation (an OCI mount's "shared", "rslave"...), set on the mount just made:
+-- the target resolved again lands on it.
+local function set_propagation(op, root)
+  for _, p in ipairs(op.propagation or {}) do
+    local fd, msg, errno = sys.open_in_root(root, op.target)
+    if not fd then return failure("mount(" .. op.target .. ", " .. p .. ")", msg, errno) end
+    local ok, mmsg, merr = sys.mount(nil, fd, nil, { p })
+    fd:close()
+    if not ok then return failure("mount(" .. op.target .. ", " .. p .. ")", mmsg, merr) end
+  end
+  return true
+end
+
 function apply.mount(op, root)
   local fd, msg, errno = sys.open_in_root(root, op.target, { create = "dir" })
   if not fd then return failure("mount(" .. op.source .. " on " .. op.target .. ")", msg, errno) end
@@ -216,7 +230,7 @@ function apply.mount(op, root)
     if op.optional then return true end
     return failure("mount(" .. op.source .. " on " .. op.target .. ")", mmsg, merr)
   end
-  return true
+  return set_propagation(op, root)
 end
 
 function apply.bind(op, root, userns, trees)
@@ -237,7 +251,7 @@ function apply.bind(op, root, userns, trees)
     ok, mmsg, merr = remount_ro(root, op.target, op.flags, userns)
     if not ok then return failure(what .. " read-only", mmsg, merr) end
   end
-  return true
+  return set_propagation(op, root)
 end
 
 function apply.sysctl(op, root)

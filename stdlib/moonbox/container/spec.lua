@@ -29,7 +29,7 @@ local SPEC_KEYS = {
   network = true, limits = true, mounts = true, readonly_rootfs = true, stdin = true, stdout = true,
   stderr = true, tty = true, timeout = true, init = true, setup = true, capture_limit = true, chroot = true,
   name = true, masked_paths = true, readonly_paths = true, cap_add = true, cap_drop = true, seccomp = true,
-  no_new_privileges = true, rlimits = true, cpu_time = true, kill_on_output_limit = true, id_map = true,
+  no_new_privileges = true, rlimits = true, cpu_time = true, kill_on_output_limit = true, id_map = true, gid_map = true,
   mount_namespace = true, image = true, networks = true, ports = true,
   -- what an OCI bundle asks beyond a script's needs (moonbox.oci maps config.json onto these)
   default_mounts = true, devices = true, sysctl = true, join = true, exec_fifo = true, console_socket = true,
@@ -86,7 +86,7 @@ local function normalize_mount(m, i, elsewhere)
   end
   if type(m) ~= "table" then fail(label .. " must be a table or \"SRC:DST[:ro]\"") end
   check.options(WHERE .. " " .. label, m, { type = true, source = true, target = true, readonly = true, size = true, mode = true, options = true,
-    flags = true, data = true })
+    flags = true, data = true, propagation = true })
   local kind = m.type or (m.source and "bind") or nil
   if not MOUNT_TYPES[kind] then fail(label .. ": type must be bind, tmpfs, proc, sysfs, devpts, mqueue or cgroup, got " .. check.show(kind)) end
   check.absolute(WHERE, label .. ".target", m.target)
@@ -95,6 +95,12 @@ local function normalize_mount(m, i, elsewhere)
   -- mount(2)'s own flags and data, as an OCI mount's options give them
   if m.flags ~= nil then out.flags = check.strings(WHERE, label .. ".flags", m.flags, true) end
   if m.data ~= nil then out.data = check.string(WHERE, label .. ".data", m.data, true) end
+  if m.propagation ~= nil then
+    out.propagation = check.strings(WHERE, label .. ".propagation", m.propagation)
+    for i, p in ipairs(out.propagation) do
+      check.one_of(WHERE, label .. ".propagation[" .. i .. "]", p, { "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable" })
+    end
+  end
   if m.source ~= nil and kind ~= "bind" then out.source = check.string(WHERE, label .. ".source", m.source) end
   if kind == "bind" then
     check.string(WHERE, label .. ".source", m.source)
@@ -325,6 +331,16 @@ function spec.check(s)
       for j = 1, 3 do check.integer(WHERE, string.format("id_map[%d][%d]", i, j), m[j], j == 3 and 1 or 0, 4294967295) end
     end
     c.id_map = s.id_map
+  end
+  if s.gid_map ~= nil then
+    -- groups mapped apart from users (an OCI bundle's gidMappings); id_map then maps users only
+    if not c.id_map then fail("gid_map needs id_map") end
+    if type(s.gid_map) ~= "table" or #s.gid_map == 0 then fail("gid_map must be a list of {inside, outside, count}") end
+    for i, m in ipairs(s.gid_map) do
+      if type(m) ~= "table" or #m ~= 3 then fail(string.format("gid_map[%d] must be {inside, outside, count}", i)) end
+      for j = 1, 3 do check.integer(WHERE, string.format("gid_map[%d][%d]", i, j), m[j], j == 3 and 1 or 0, 4294967295) end
+    end
+    c.gid_map = s.gid_map
   end
 
   -- env: a map; numbers are written as text, as docker does with them

@@ -18,12 +18,15 @@ local function warn(warnings, field, message)
   warnings[#warnings + 1] = field .. ": " .. message
 end
 
--- Fields of a table that moonbox does not know: each one is an error.
+-- Fields of a table that moonbox does not know. The runtime spec says an unknown property must
+-- not be an error (a newer spec may add it): each one is a warning. What moonbox knows but
+-- cannot honour is an error, where it is mapped.
+local unknown_fields = {}
 local function only(field, t, known)
   if t == nil then return end
   if type(t) ~= "table" then fail(field, "an object expected") end
   for k, v in pairs(t) do
-    if not known[k] and v ~= json.null then fail(field .. "." .. tostring(k), "not supported by moonbox") end
+    if not known[k] and v ~= json.null then unknown_fields[#unknown_fields + 1] = field .. "." .. tostring(k) end
   end
 end
 
@@ -68,20 +71,27 @@ local function mounts(spec_mounts, bundle)
       local source = m.source or ""
       if source:sub(1, 1) ~= "/" then source = bundle .. "/" .. source end
       local ro, rec = false, false
-      local extra = {}
+      local extra, propagation = {}, {}
       for _, f in ipairs(flags) do
         if f == "ro" then ro = true elseif f == "rbind" then rec = true
-        elseif f ~= "bind" and f ~= "rw" and not f:match("private$") and not f:match("slave$") and not f:match("shared$") and not f:match("bindable$") then
-          extra[#extra + 1] = f
+        elseif f:match("private$") or f:match("slave$") or f:match("shared$") or f:match("bindable$") then propagation[#propagation + 1] = f
+        elseif f ~= "bind" and f ~= "rw" then extra[#extra + 1] = f
         end
       end
       if rec then extra[#extra + 1] = "rec" end
-      out[#out + 1] = { type = "bind", source = source, target = m.destination, readonly = ro, flags = extra }
+      out[#out + 1] = { type = "bind", source = source, target = m.destination, readonly = ro, flags = extra,
+        propagation = #propagation > 0 and propagation or nil }
     else
       local kind = m.type or "tmpfs"
       local known = { proc = true, sysfs = true, devpts = true, mqueue = true, tmpfs = true, cgroup = true, cgroup2 = true }
       if not known[kind] then fail(field .. ".type", "filesystem " .. check.show(kind) .. " is not supported by moonbox") end
-      out[#out + 1] = { type = kind == "cgroup2" and "cgroup" or kind, source = m.source, target = m.destination, flags = flags, data = data }
+      -- propagation is set by a mount call of its own, after the mount
+      local plain, propagation = {}, {}
+      for _, f in ipairs(flags) do
+        if f:match("private$") or f:match("slave$") or f:match("shared$") or f:match("bindable$") then propagation[#propagation + 1] = f else plain[#plain + 1] = f end
+      end
+      out[#out + 1] = { type = kind == "cgroup2" and "cgroup" or kind, source = m.source, target = m.destination, flags = plain, data = data,
+        propagation = #propagation > 0 and propagation or nil }
     end
   end
   return out
@@ -103,8 +113,9 @@ end
 
 --- The process part (also a process.json for exec): {command=, env=, cwd=, user=, tty=,
 -- capability_sets=, no_new_privileges=, rlimits=, additional_gids=, umask=, oom_score_adj=}.
-function config.process(p, warnings, field)
+function config.process(p, warnings, field, in_config)
   field = field or "process"
+  local before = #unknown_fields
   if type(p) ~= "table" then fail(field, "an object expected") end
   only(field, p, set({ "terminal", "consoleSize", "user", "args", "commandLine", "env", "cwd", "capabilities", "rlimits",
     "noNewPrivileges", "apparmorProfile", "oomScoreAdj", "selinuxLabel", "ioPriority", "scheduler", "personality" }))
@@ -144,6 +155,9 @@ function config.process(p, warnings, field)
   if p.apparmorProfile and p.apparmorProfile ~= "" then warn(warnings, field .. ".apparmorProfile", "ignored (moonbox does not drive AppArmor)") end
   if p.selinuxLabel and p.selinuxLabel ~= "" then warn(warnings, field .. ".selinuxLabel", "ignored (moonbox does not drive SELinux)") end
   out.oom_score_adj = p.oomScoreAdj
+  if not in_config then  -- a process.json of exec: its own warnings
+    for i = before + 1, #unknown_fields do warn(warnings, unknown_fields[i], "unknown to moonbox, ignored") end
+  end
   return out
 end
 
@@ -209,8 +223,18 @@ local function resources(r, warnings)
   local c = r.cpu
   if c then
     only("linux.resources.cpu", c, set({ "shares", "quota", "burst", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle" }))
-    if c.quota and c.quota > 0 then limits.cpus = c.quota / ((c.period and c.period > 0) and c.period or 100000) end
-    if c.shares and c.shares > 0 then limits.cpu_weight = math.max(1, math.min(10000, 1 + ((math.max(c.shares, 2) - 2) * 9999) // 262142)) end
+    -- quota and period exactly as given (a cpus number would round them to moonbox's period)
+    if (c.quota and c.quota > 0) or (c.period and c.period > 0) then
+      key("cpu.max", string.format("%s %d", (c.quota and c.quota > 0) and tostring(math.tointeger(c.quota)) or "max",
+        (c.period and c.period > 0) and math.tointeger(c.period) or 100000))
+    end
+    if c.shares and c.shares > 0 then
+      if require("moonbox.sys").cgroup_version() == 1 then
+        key("cpu.shares", math.tointeger(c.shares))  -- exact, not through a weight
+      else
+        limits.cpu_weight = math.max(1, math.min(10000, 1 + ((math.max(c.shares, 2) - 2) * 9999) // 262142))
+      end
+    end
     if c.cpus and c.cpus ~= "" then key("cpuset.cpus", c.cpus) end
     if c.mems and c.mems ~= "" then key("cpuset.mems", c.mems) end
     if c.realtimePeriod and c.realtimePeriod ~= 0 then key("cpu.rt_period_us", math.tointeger(c.realtimePeriod)) end
@@ -305,6 +329,7 @@ end
 -- oom_score_adj: what moonbox.oci does around the container).
 function config.to_spec(doc, bundle, id)
   local warnings = {}
+  unknown_fields = {}
   only("config.json", doc, set({ "ociVersion", "root", "mounts", "process", "hostname", "domainname", "hooks", "annotations", "linux", "solaris", "windows", "vm", "zos" }))
   if type(doc.ociVersion) ~= "string" or not doc.ociVersion:match("^1%.") then fail("ociVersion", "a 1.x version expected, got " .. check.show(doc.ociVersion)) end
   for _, k in ipairs({ "solaris", "windows", "vm", "zos" }) do if doc[k] then fail(k, "not a Linux container") end end
@@ -312,7 +337,7 @@ function config.to_spec(doc, bundle, id)
   local rootfs = doc.root.path
   if rootfs:sub(1, 1) ~= "/" then rootfs = bundle .. "/" .. rootfs end
   if not doc.process then fail("process", "required to create a container") end
-  local p = config.process(doc.process, warnings)
+  local p = config.process(doc.process, warnings, "process", true)
   local linux = doc.linux or {}
   only("linux", linux, set({ "namespaces", "uidMappings", "gidMappings", "timeOffsets", "devices", "cgroupsPath", "resources", "rootfsPropagation",
     "seccomp", "sysctl", "maskedPaths", "readonlyPaths", "mountLabel", "intelRdt", "personality" }))
@@ -339,9 +364,7 @@ function config.to_spec(doc, bundle, id)
   local known_prop = { private = true, rprivate = true, slave = true, rslave = true, shared = true, rshared = true, unbindable = true, runbindable = true }
   if prop and prop ~= "" and not known_prop[prop] then fail("linux.rootfsPropagation", "unknown propagation " .. check.show(prop)) end
   local uid_map, gid_map = id_map(linux.uidMappings, "linux.uidMappings"), id_map(linux.gidMappings, "linux.gidMappings")
-  if (#uid_map > 0 or #gid_map > 0) and json.encode(uid_map) ~= json.encode(gid_map) then
-    fail("linux.gidMappings", "must equal linux.uidMappings in moonbox")
-  end
+  if #gid_map > 0 and #uid_map == 0 then fail("linux.gidMappings", "needs linux.uidMappings") end
   if #uid_map > 0 and not has.user then fail("linux.uidMappings", "needs a user namespace") end
   local limits, device_rules, cgroup_keys = resources(linux.resources, warnings)
   local devices = {}
@@ -356,7 +379,7 @@ function config.to_spec(doc, bundle, id)
     name = id, rootfs = rootfs, command = p.command, env = env, cwd = p.cwd, user = p.user, tty = p.tty,
     hostname = doc.hostname ~= "" and doc.hostname or nil, readonly_rootfs = doc.root.readonly == true,
     namespaces = namespaces, join = join, network = (has.net and "none" or "host"),
-    id_map = #uid_map > 0 and uid_map or nil, limits = limits, mounts = mounts(doc.mounts, bundle), default_mounts = false,
+    id_map = #uid_map > 0 and uid_map or nil, gid_map = (#gid_map > 0 and json.encode(gid_map) ~= json.encode(uid_map)) and gid_map or nil, limits = limits, mounts = mounts(doc.mounts, bundle), default_mounts = false,
     devices = devices, sysctl = linux.sysctl, masked_paths = linux.maskedPaths or {}, readonly_paths = linux.readonlyPaths or {},
     capability_sets = p.capability_sets, no_new_privileges = p.no_new_privileges, rlimits = p.rlimits,
     additional_gids = p.additional_gids, umask = p.umask,
@@ -369,6 +392,7 @@ function config.to_spec(doc, bundle, id)
   if not has.net then spec.network = "host" end
   local extras = { hooks = doc.hooks or {}, annotations = doc.annotations or {}, oom_score_adj = p.oom_score_adj, rootfs = rootfs }
   only("hooks", doc.hooks, set({ "prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop" }))
+  for _, f in ipairs(unknown_fields) do warn(warnings, f, "unknown to moonbox, ignored") end
   return spec, warnings, extras
 end
 
