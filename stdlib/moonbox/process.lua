@@ -172,6 +172,34 @@ function process.run_hook(h, stdin)
   return { ok = false, why = st.status == "exited" and ("exit status " .. st.code) or ("killed by " .. tostring(st.signal_name)) }
 end
 
+--- Runs fn() in a forked child that joined the namespaces of process `pid`, in the order given
+-- as {file, kind} pairs ({{"user", "user"}, {"mnt", "mount"}}): mount(2) acts only on the
+-- caller's own mount namespace. Returns true, or nil and fn's error (or the setns failure).
+function process.in_namespaces(pid, kinds, fn)
+  local r, w = assert(sys.pipe())
+  local child, msg = sys.fork()
+  if not child then r:close() w:close() return nil, "fork: " .. msg end
+  if child == 0 then
+    process.child(function()
+      r:close()
+      local ok, err = pcall(function()
+        for _, k in ipairs(kinds) do
+          local okj, msgj = sys.setns("/proc/" .. pid .. "/ns/" .. k[1], k[2])
+          if not okj then error(msgj, 0) end
+        end
+        fn()
+      end)
+      if not ok then sys.write(w, tostring(errors.is(err) and err.message or err)) sys._exit(1) end
+    end)
+  end
+  w:close()
+  local why = process.read_all(r)
+  r:close()
+  local st = sys.wait(child)
+  if st.code ~= 0 then return nil, why ~= "" and why or ("exit " .. tostring(st.code)) end
+  return true
+end
+
 --- The exit status a shell gives for an exec failure.
 function process.exec_status(errno)
   return errno == "ENOENT" and 127 or 126

@@ -174,32 +174,13 @@ function ready.wait_exec(self, argv, opts)
   error(r, 0)
 end
 
--- Runs fn in a child that joined the container's user (when it has one) and mount namespaces:
--- mount(2) acts only on mounts of the caller's own namespace. Raises fn's error.
+-- Runs fn in a child inside the container's user (when it has one) and mount namespaces.
 local function in_mount_namespace(self, where, fn)
-  local r, w = assert(sys.pipe())
-  local pid = sys.fork()
-  if not pid then r:close() w:close() errors.raise(where .. ": fork failed", { op = "fork" }, 3) end
-  if pid == 0 then
-    process.child(function()
-      r:close()
-      local ok, err = pcall(function()
-        local function join(file, kind)
-          local ok, msg = sys.setns("/proc/" .. self.pid .. "/ns/" .. file, kind)
-          if not ok then error(msg, 0) end
-        end
-        if self.spec.namespaces.user then join("user", "user") end
-        join("mnt", "mount")
-        fn()
-      end)
-      if not ok then sys.write(w, tostring(err)) sys._exit(1) end
-    end)
-  end
-  w:close()
-  local msg = process.read_all(r)
-  r:close()
-  local st = sys.wait(pid)
-  if st.code ~= 0 then errors.raise(where .. ": " .. (msg ~= "" and msg or "failed"), { op = "mount" }, 3) end
+  local kinds = {}
+  if self.spec.namespaces.user then kinds[#kinds + 1] = { "user", "user" } end
+  kinds[#kinds + 1] = { "mnt", "mount" }
+  local ok, why = process.in_namespaces(self.pid, kinds, fn)
+  if not ok then errors.raise(where .. ": " .. why, { op = "mount" }, 3) end
 end
 
 --- A fault: remounts the mount at `path` inside the container read-only (opts.readonly =

@@ -120,9 +120,8 @@ local function trial_spec(self, s, where)
   return copy, short
 end
 
---- A container of the trial's own, started (container.new's spec; name is the short name).
-function Trial:container(s)
-  local spec, short = trial_spec(self, s, "trial:container")
+local function start_own(self, s, where)
+  local spec, short = trial_spec(self, s, where)
   local c = container.new(spec)
   c.short_name = short
   own(self, c)
@@ -130,14 +129,15 @@ function Trial:container(s)
   return c
 end
 
+--- A container of the trial's own, started (container.new's spec; name is the short name).
+function Trial:container(s)
+  return start_own(self, s, "trial:container")
+end
+
 --- Runs a container of the trial's own to its end (container.run's spec); timed faults and
 -- samplers keep firing while it runs. Returns its result.
 function Trial:run(s)
-  local spec, short = trial_spec(self, s, "trial:run")
-  local c = container.new(spec)
-  c.short_name = short
-  own(self, c)
-  c:start()
+  local c = start_own(self, s, "trial:run")
   local r = c:wait()
   c:remove()
   return r

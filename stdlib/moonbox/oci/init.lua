@@ -126,22 +126,11 @@ end
 -- createContainer hooks run in the container's mount namespace.
 local function run_in_container_ns(pid, hooks, stdin)
   for i, h in ipairs(hooks or {}) do
-    local r, w = assert(sys.pipe())
-    local child = assert(sys.fork())
-    if child == 0 then
-      process.child(function()
-        r:close()
-        local ok, msg = sys.setns("/proc/" .. pid .. "/ns/mnt", "mount")
-        if not ok then sys.write(w, msg) sys._exit(1) end
-        local res = process.run_hook(h, stdin)
-        if not res.ok then sys.write(w, res.why) sys._exit(1) end
-      end)
-    end
-    w:close()
-    local why = process.read_all(r)
-    r:close()
-    local st = sys.wait(child)
-    if st.code ~= 0 then fail("createContainer hook " .. (i - 1) .. " (" .. h.path .. ") failed: " .. (why ~= "" and why or "exit " .. tostring(st.code))) end
+    local ok, why = process.in_namespaces(pid, { { "mnt", "mount" } }, function()
+      local res = process.run_hook(h, stdin)
+      if not res.ok then error(res.why, 0) end
+    end)
+    if not ok then fail("createContainer hook " .. (i - 1) .. " (" .. h.path .. ") failed: " .. why) end
   end
 end
 
