@@ -54,8 +54,9 @@ end
 -- A moonbox script that runs N containers one after another: one process, one start-up.
 local batch_script = fs.write(work.path .. "/batch.lua", [[
   local container = require "moonbox.container"
+  local limits = arg[3] ~= "nolimits" and { memory = "256M" } or nil
   for i = 1, tonumber(arg[2]) do
-    local r = container.run({ rootfs = arg[1], command = { "/bin/true" }, limits = { memory = "256M" } })
+    local r = container.run({ rootfs = arg[1], command = { "/bin/true" }, limits = limits })
     if r.code ~= 0 then error("run " .. i .. " failed") end
   end
 ]])
@@ -97,11 +98,14 @@ local function stats(samples)
 end
 
 --- Measures every runtime `rounds` times, alternating them, after `warmup` unmeasured rounds.
-local function alternate(runtimes, rounds, warmup)
+-- `gap` seconds of idle before each run (not timed) make each one a real one-shot start: the
+-- kernel's batching of cgroup migrations back to back no longer helps anyone.
+local function alternate(runtimes, rounds, warmup, gap)
   local results = {}
   for _, r in ipairs(runtimes) do results[r.name] = { wall = {}, rss = {} } end
   for round = 1, warmup + rounds do
     for _, r in ipairs(runtimes) do
+      if gap then sys.nanosleep(gap) end
       if r.before then r.before() end
       local wall, rss = measure(r.argv, r.env)
       if round > warmup then
@@ -137,6 +141,7 @@ report.method = string.format("%d measured rounds after %d warm-up rounds, runti
 local single = {
   { name = "moonbox box", argv = { mb, "box", "--rootfs", R, "--memory", "256M", "--", "/bin/true" } },
   { name = "floor", argv = { opts.floor, R } },
+  { name = "floor --cgroup", argv = { opts.floor, "--cgroup", R } },
 }
 if oci then
   table.insert(single, { name = "runc run", argv = oci_run("runc") })
@@ -149,6 +154,13 @@ end
 table.insert(single, { name = "unshare+chroot", argv = { "unshare", "-muinpf", "chroot", R, "/bin/true" } })
 io.stderr:write("case 1: one container\n")
 report.cases.single = with_ratios(alternate(single, opts.runs, opts.warmup), "moonbox box")
+
+io.stderr:write("case 1c: one-shot, after 150 ms idle\n")
+local one_shot = {}
+for _, r in ipairs(single) do
+  if r.name ~= "bwrap" and r.name ~= "unshare+chroot" and r.name ~= "floor" then one_shot[#one_shot + 1] = r end
+end
+report.cases.single_idle = with_ratios(alternate(one_shot, opts.runs, opts.warmup, 0.15), "moonbox box")
 
 io.stderr:write("case 1b: without a net namespace\n")
 report.cases.single_no_net = with_ratios(alternate({
@@ -166,6 +178,8 @@ end
 local batch = {
   { name = "moonbox script (1 process)", argv = { mb, "run", batch_script, R, "100" } },
   { name = "floor x100 (1 process)", argv = { opts.floor, R, "100" } },
+  { name = "floor --cgroup x100 (1 process)", argv = { opts.floor, "--cgroup", R, "100" } },
+  { name = "moonbox script, no limits (1 process)", argv = { mb, "run", batch_script, R, "100", "nolimits" } },
   { name = "moonbox box x100", argv = loop(string.format("%s box --rootfs %s --memory 256M -- /bin/true", mb, R), 100) },
 }
 if oci then
@@ -314,6 +328,7 @@ md[#md + 1] = string.format("Machine: Linux %s, %d CPUs, cgroup %s; %s.\n", repo
   report.machine.cpus or 0, report.machine.cgroup, report.machine.date)
 md[#md + 1] = "Method: " .. report.method .. ".\n"
 table_for("Case 1: one container, /bin/true, start to exit", report.cases.single, true)
+table_for("Case 1c: the same, each run after 150 ms idle (a real one-shot start)", report.cases.single_idle, true)
 table_for("Case 1b: the same without a net namespace", report.cases.single_no_net, true)
 table_for("Case 2: 100 containers in a row (total)", report.cases.batch100, false)
 table_for("Case 3: start-up of the binary", report.cases.startup, true)
