@@ -21,6 +21,7 @@ local spec_mod = require "moonbox.container.spec"
 local config = require "moonbox.oci.config"
 
 local oci = {}
+local remove_group_parents
 
 oci.VERSION = "1.2.0"
 
@@ -160,10 +161,11 @@ function oci.create(root, id, o)
   if sys.lstat(dir) then fail("container with id exists: " .. id) end
   local ok, msg = sys.mkdir(dir, tonumber("700", 8))
   if not ok then fail("cannot make " .. dir .. ": " .. msg) end
-  local made = false
+  local made, cgroup_made = false, nil
   local okc, errc = pcall(function()
     local doc = config.read(bundle)
     local spec, warnings, extras = config.to_spec(doc, bundle, id)
+    cgroup_made = spec.cgroup
     for _, w in ipairs(warnings) do log_warning(o, w) end
     if extras.annotations["org.moonbox.setup"] then spec.setup = setup_from_annotation(bundle, extras.annotations["org.moonbox.setup"]) end
     if spec.tty and not o.console_socket then fail("cannot allocate a terminal without --console-socket") end
@@ -211,7 +213,8 @@ function oci.create(root, id, o)
     made = c.pid
   end)
   if not okc then
-    -- whatever was made goes: the container (its start removed it), the folder
+    -- whatever was made goes: the container (its start removed it), its cgroup's parents, the folder
+    if cgroup_made then remove_group_parents(cgroup_made) end
     sys.remove_tree(dir)
     error(errc, 0)
   end
@@ -276,6 +279,17 @@ end
 
 local function group_of(st) return require("moonbox.cgroup").new(st.cgroup) end
 
+-- The parents of a nested cgroupsPath ("/a/b/ID") that moonbox made go with the container, when
+-- empty (rmdir fails while anything else uses them).
+remove_group_parents = function(group)
+  local lead = group:sub(1, 1) == "/" and "/" or ""
+  local parts = {}
+  for part in group:gmatch("[^/]+") do parts[#parts + 1] = part end
+  for i = #parts - 1, 1, -1 do
+    for _, p in ipairs(sys.cgroup_path(lead .. table.concat(parts, "/", 1, i)) or {}) do sys.rmdir(p) end
+  end
+end
+
 --- runc kill.
 function oci.kill(root, id, sig, all)
   local st = load_state(root, id)
@@ -310,14 +324,7 @@ function oci.delete(root, id, force, o)
   c:remove()
   -- a pid we did not make must not be waited for: it is gone once its cgroup is
   if st.pid and alive(st.pid, st.pid_start) then sys.kill(st.pid, "KILL") end
-  -- the parents of a nested cgroupsPath go too, when empty
-  local lead = st.cgroup:sub(1, 1) == "/" and "/" or ""
-  local parts = {}
-  for part in st.cgroup:gmatch("[^/]+") do parts[#parts + 1] = part end
-  for i = #parts - 1, 1, -1 do
-    local parent = lead .. table.concat(parts, "/", 1, i)
-    for _, p in ipairs(sys.cgroup_path(parent) or {}) do sys.rmdir(p) end  -- fails while in use
-  end
+  remove_group_parents(st.cgroup)
   sys.remove_tree(dir_of(root, id))
   run_hooks("poststop", (st.hooks or {}).poststop, state_json(root, st, "stopped"), false, o)
 end
