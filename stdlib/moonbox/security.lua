@@ -251,7 +251,11 @@ end
 function security.drop_bounding(caps)
   local keep = {}
   for _, c in ipairs(caps) do keep[c] = true end
-  local last = tonumber((io.open("/proc/sys/kernel/cap_last_cap") or io.open("/dev/null")):read("l") or "") or 40
+  -- read through a close-on-exec fd, closed at once: this runs in a child about to exec
+  local text = ""
+  local fd = sys.open("/proc/sys/kernel/cap_last_cap", "rdonly")
+  if fd then text = sys.read(fd, 64) or "" fd:close() end
+  local last = tonumber(text:match("%d+") or "") or 40
   for n = 0, last do
     local name = security.all_capabilities[n + 1]
     if not (name and keep[name]) then
