@@ -48,18 +48,7 @@ struct Run: ParsableCommand {
         if chunk == nil && arguments.isEmpty { throw ValidationError("give a SCRIPT to run, or -e CHUNK") }
     }
 
-    func run() throws {
-        let runtime = Runtime()
-        let status: Int32
-        if let chunk {
-            status = runtime.run(script: nil, chunk: chunk, arguments: arguments, program: CommandLine.arguments[0])
-        } else {
-            status = runtime.run(script: arguments[0], chunk: nil, arguments: Array(arguments.dropFirst()), program: CommandLine.arguments[0])
-        }
-        runtime.close()
-        fflush(nil)
-        Glibc.exit(status)
-    }
+    func run() throws { runScript(chunk: chunk, arguments: arguments) }
 }
 
 struct Repl: ParsableCommand {
@@ -226,10 +215,40 @@ if invokedAs == "runc" || invokedAs == "moonbox-runc" {
     runStdlib("moonbox.oci.cli", Array(CommandLine.arguments.dropFirst()))
 }
 
+/// Runs a script or a chunk (`moonbox run`, and the fast path below).
+func runScript(chunk: String?, arguments: [String]) -> Never {
+    let runtime = Runtime()
+    let status: Int32
+    if let chunk {
+        status = runtime.run(script: nil, chunk: chunk, arguments: arguments, program: CommandLine.arguments[0])
+    } else {
+        status = runtime.run(script: arguments[0], chunk: nil, arguments: Array(arguments.dropFirst()), program: CommandLine.arguments[0])
+    }
+    runtime.close()
+    fflush(nil)
+    Glibc.exit(status)
+}
+
 // --debug, before the command, shows tracebacks for every error (as MOONBOX_DEBUG=1 does).
 var arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "--debug" {
     arguments.removeFirst()
     setenv("MOONBOX_DEBUG", "1", 1)
+}
+// The commands that only hand their arguments to Lua skip ArgumentParser, whose reflection over
+// every subcommand costs about a millisecond at each start; --help still goes through it.
+let passthrough: [String: String] = [
+    "box": "moonbox.box", "sandbox": "moonbox.sandbox", "test": "moonbox.test", "gc": "moonbox.gc",
+    "network": "moonbox.net.cli", "experiment": "moonbox.experiment", "oci": "moonbox.oci.cli",
+    "build": "moonbox.recipe", "image": "moonbox.image",
+]
+if let first = arguments.first, !arguments.contains("--help"), !arguments.contains("-h") {
+    if let module = passthrough[first] { runStdlib(module, Array(arguments.dropFirst())) }
+    if first == "run", arguments.count >= 3, arguments[1] == "-e" {
+        runScript(chunk: arguments[2], arguments: Array(arguments.dropFirst(3)))
+    }
+    if first == "run", arguments.count >= 2, !arguments[1].hasPrefix("-") {
+        runScript(chunk: nil, arguments: Array(arguments.dropFirst()))
+    }
 }
 Moonbox.main(arguments)
