@@ -307,7 +307,8 @@ describe("podman --runtime moonbox-runc", function()
     if not pm then
       local dir = fs.tempdir("podman-test").path
       pm = { dir = dir, args = { "podman", "--root", dir .. "/storage", "--runroot", dir .. "/run", "--storage-driver", "vfs",
-        "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", bin .. "/moonbox-runc" } }
+        "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", bin .. "/moonbox-runc",
+        "--tmpdir", dir .. "/libpod", "--runtime-flag", "root=" .. dir .. "/runtime-root" } }
       local archive = dir .. "/busybox.tar"
       local r = process.run({ moonbox, "image", "import", root, "localhost/mbtest-busybox:1" })
       assert(r.code == 0, r.stderr)
@@ -402,6 +403,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
   address = "%s/ctd.sock.ttrpc"
 ]], dir, dir, dir, dir))
     local runtime = "--runtime io.containerd.runc.v2 --runc-binary " .. bin .. "/moonbox-runc --snapshotter native"
+      .. " --runc-root " .. dir .. "/runc-root --fifo-dir " .. dir .. "/fifo"
+    -- the shim keeps its sockets in /run/containerd/s whatever the config says: what this test
+    -- made there goes at its end
+    local made = {}
+    for _, d in ipairs({ "/run/containerd/s", "/run/containerd" }) do if not sys.lstat(d) then made[#made + 1] = d end end
+    finally(function() for _, d in ipairs(made) do sys.rmdir(d) end end)
     fs.write(dir .. "/run.sh", string.format([[
 containerd --config %s/config.toml > %s/containerd.log 2>&1 &
 daemon=$!
@@ -411,7 +418,7 @@ $C images import --base-name localhost/mbtest-ctr %s > /dev/null
 $C run --rm %s localhost/mbtest-ctr:1 t1 sh -c 'echo hello; cat /proc/self/cgroup | grep pids'
 echo "run=$?"
 $C run -d %s localhost/mbtest-ctr:1 t2 sleep 100
-$C task exec --exec-id e1 t2 sh -c 'echo exec-out; exit 3'
+$C task exec --fifo-dir %s/fifo --exec-id e1 t2 sh -c 'echo exec-out; exit 3'
 echo "exec=$?"
 $C task ls | grep -c RUNNING
 $C task kill -s KILL t2
@@ -422,7 +429,7 @@ $C container delete t2
 echo "deleted=$?"
 kill $daemon
 wait $daemon
-]], dir, dir, dir, dir, archive, runtime, runtime))
+]], dir, dir, dir, dir, archive, runtime, runtime, dir))
     r = process.run({ "unshare", "-m", "--propagation", "private", "sh", dir .. "/run.sh" })
     expect(r.stdout).to_match("^hello\n%d+:pids:/default/t1\nrun=0\n")
     expect(r.stdout).to_match("exec%-out\nexec=3\n1\n")
