@@ -133,6 +133,12 @@ function cli.parse(command, args, spec)
   return opts
 end
 
+--- A message without a leading "stdlib/...lua:LINE: " (it says nothing to a user of the command
+-- line); a position in the user's own script stays.
+function cli.without_stdlib_position(message)
+  return (message:gsub("^[^%s:]*stdlib/[^%s:]+%.lua:%d+: ", ""))
+end
+
 --- Runs a command's body with moonbox's error rule: one line on stderr, and err.code (or
 -- `status`) as the exit status; the traceback only with --debug. A bad input (a moonbox.check
 -- error) exits with `usage_status` when given (the sandbox's 2, say), else with its own code.
@@ -148,7 +154,7 @@ function cli.main(command, fn, status, usage_status)
     if usage_status and errors.is(err) and err.op == "check" then code = usage_status end
     local message = tostring(errors.is(err) and err.message or err)
     -- A Lua error's "stdlib/...:LINE:" prefix says nothing to a user of the command line.
-    message = message:gsub("^[^%s:]+%.lua:%d+: ", ""):gsub("^moonbox " .. command .. ": ", "")
+    message = cli.without_stdlib_position(message):gsub("^moonbox " .. command .. ": ", "")
     cli.fail(command, message, code)
   end
 end

@@ -306,7 +306,7 @@ function ocicli.main(args)
     return e
   end)
   if not ok then
-    local message = tostring(errors.is(err) and err.message or err):gsub("^[^%s:]+%.lua:%d+: ", "")
+    local message = require("moonbox.cli").without_stdlib_position(tostring(errors.is(err) and err.message or err))
     log("error", message)
     io.stderr:write(message, "\n")
     io.stdout:flush()
