@@ -293,7 +293,7 @@ if have("podman") and oci then
   process.run(load, { env = { HOME = pdir, PATH = os.getenv("PATH") }, check = true })
   local function podman_run(runtime)
     local argv = { table.unpack(base) }
-    for _, a in ipairs({ "--runtime", runtime, "--runtime-flag", "root=" .. pdir .. "/runtime-root", "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024",
+    for _, a in ipairs({ "--runtime", runtime, "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024",
       "--ulimit", "nproc=1024:1024", "localhost/bench-busybox:1", "/bin/true" }) do argv[#argv + 1] = a end
     return argv
   end

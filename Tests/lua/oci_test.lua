@@ -308,7 +308,10 @@ describe("podman --runtime moonbox-runc", function()
       local dir = fs.tempdir("podman-test").path
       pm = { dir = dir, args = { "podman", "--root", dir .. "/storage", "--runroot", dir .. "/run", "--storage-driver", "vfs",
         "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", bin .. "/moonbox-runc",
-        "--tmpdir", dir .. "/libpod", "--runtime-flag", "root=" .. dir .. "/runtime-root" } }
+        "--tmpdir", dir .. "/libpod" } }
+      -- The runtime's state root stays the default: podman's cleanup of a --rm container runs
+      -- later, from conmon, without any --runtime-flag, and must find the container there.
+      pm.made_root = not sys.lstat("/run/moonbox-oci")
       local archive = dir .. "/busybox.tar"
       local r = process.run({ moonbox, "image", "import", root, "localhost/mbtest-busybox:1" })
       assert(r.code == 0, r.stderr)
@@ -332,6 +335,9 @@ describe("podman --runtime moonbox-runc", function()
     finally(function()
         if pm then
         podman_script("$P rm -a -f -t 0 >/dev/null 2>&1\n")
+        -- --rm containers are deleted by conmon's exit command, after podman run returned
+        test.eventually(function() return #(sys.listdir("/run/moonbox-oci") or {}) == 0 end, 20)
+        if pm.made_root then sys.rmdir("/run/moonbox-oci") end
         -- the cgroups podman and conmon made for these runs
         for _, c in ipairs({ "cpu", "cpuacct", "memory", "pids", "freezer", "devices", "blkio", "cpuset", "systemd" }) do
           sys.rmdir("/sys/fs/cgroup/" .. c .. "/libpod_parent/conmon")
@@ -370,6 +376,12 @@ echo "oom=$?"
     expect(out).to_match("srv Exited %(1")
     expect(out).to_match("stopped=0\n")
     expect(out).to_match("oom=137\n")
+    -- every container podman ran is gone: no state, no record, no cgroup
+    test.eventually(function() return #(sys.listdir("/run/moonbox-oci") or {}) == 0 end, 20)
+    for _, rec in ipairs(require("moonbox.state").list()) do expect(rec.id).not_to_match("^" .. ("%x"):rep(64) .. "$") end
+    for _, c in ipairs({ "memory", "pids" }) do
+      for _, name in ipairs(sys.listdir("/sys/fs/cgroup/" .. c .. "/libpod_parent") or {}) do expect(name).not_to_match("^libpod%-") end
+    end
   end)
 end)
 
