@@ -93,33 +93,23 @@ function ready.wait_log(self, pattern, opts)
       check.fail(where, "container " .. self.id .. ": its " .. s .. " is not captured (start it with " .. s .. " = \"capture\")")
     end
   end
-  local function find()
+  -- The first match in the streams' texts, as a packed list of its captures (or the match).
+  local function find(text_of)
     for _, s in ipairs(streams) do
-      local text = self.capture[s].buf:peek()
+      local text = text_of(s) or ""
       local r = table.pack(text:find(pattern, 1, opts.plain and true or false))
-      if r[1] then
-        if r.n > 2 then return table.unpack(r, 3, r.n) end
-        return text:sub(r[1], r[2])
-      end
+      if r[1] then return r.n > 2 and table.pack(table.unpack(r, 3, r.n)) or table.pack(text:sub(r[1], r[2])) end
     end
     return nil
   end
-  local function probe()
-    local found = table.pack(find())
-    if found[1] ~= nil then return found end
-    return nil
-  end
-  local ok, found = pcall(poll_until, self, where, "output matching " .. string.format("%q", pattern), opts, probe)
+  local ok, found = pcall(poll_until, self, where, "output matching " .. string.format("%q", pattern), opts, function()
+    return find(function(s) return self.capture[s].buf:peek() end)
+  end)
   if not ok then
     -- It may have printed the line and ended at once: its drained output counts.
-    if self.result then
-      for _, s in ipairs(streams) do
-        local text = self.result[s] or ""
-        local r = table.pack(text:find(pattern, 1, opts.plain and true or false))
-        if r[1] then return r.n > 2 and table.unpack(r, 3, r.n) or text:sub(r[1], r[2]) end
-      end
-    end
-    error(found, 0)
+    local late = self.result and find(function(s) return self.result[s] end)
+    if not late then error(found, 0) end
+    found = late
   end
   return table.unpack(found, 1, found.n)
 end
